@@ -1,0 +1,1 @@
+"""Prefect flows of the ingest pipeline and the ``ingest`` command line."""

@@ -1,0 +1,200 @@
+"""The ``ingest`` command line: ``ingest run`` runs the flow, ``ingest search`` queries.
+
+Exit codes: 0 when a run completed (even if some files failed: their rows say so), 1 when the
+run could not happen (store unreachable, collection mismatch, ...), 2 for bad arguments.
+Errors are one line on standard error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, NoReturn, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Ingest PDF and text documents into a Qdrant vector store.")
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "value"
+    return f"invalid {where}: {first['msg']}" + (f" (+{exc.error_count() - 1} more)"
+                                                    if exc.error_count() > 1 else "")
+
+
+def _settings():
+    from tasks.core.settings import IngestSettings
+
+    try:
+        return IngestSettings()
+    except ValidationError as exc:
+        _fail(f"bad environment setting: {_validation_message(exc)}", 2)
+
+
+def _configure_prefect(verbose: bool) -> None:
+    """Before Prefect is imported: no telemetry (offline), and unless ``--verbose`` keep its
+    per-task INFO lines off the terminal (they still reach the Prefect API and UI)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+
+
+def _status_style(status: str) -> str:
+    return {"indexed": "green", "unchanged": "cyan", "skipped": "yellow", "failed": "red"}[status]
+
+
+def _display_name(uri: str, sources: list[str]) -> str:
+    """The file's path relative to the source it came from, for a readable table."""
+    from pathlib import Path
+
+    for source in sources:
+        root = source if source.startswith("s3://") else Path(source).expanduser().resolve().as_uri()
+        root = root.rstrip("/") + "/"
+        if uri.startswith(root):
+            return uri[len(root):]
+    return uri.removeprefix("file://")
+
+
+def _print_summary(summary, sources: list[str]) -> None:
+    table = Table(title=f"Ingest into {summary.collection!r}", title_justify="left")
+    for column, justify in (("file", "left"), ("status", "left"), ("reason", "left"),
+                            ("pages", "right"), ("chunks", "right"), ("seconds", "right"),
+                            ("detail", "left")):
+        table.add_column(column, justify=justify, overflow="fold")
+    for o in summary.files:
+        style = _status_style(o.status.value)
+        table.add_row(_display_name(o.source, sources), f"[{style}]{o.status.value}[/]",
+                      "" if o.reason.value == "ok" else o.reason.value,
+                      "" if o.pages is None else str(o.pages), str(o.chunks), f"{o.seconds:.2f}",
+                      o.detail)
+    out.print(table)
+    t = summary.totals
+    out.print(f"{t.files} files: [green]{t.indexed} indexed[/], [cyan]{t.unchanged} unchanged[/], "
+              f"[yellow]{t.skipped} skipped[/], [red]{t.failed} failed[/] — {t.chunks} chunks "
+              f"in {t.seconds:.1f}s ({t.chunks_per_second} chunks/s)", highlight=False)
+
+
+@app.command()
+def run(
+    sources: Annotated[list[str], typer.Argument(help="Folders, files, s3://bucket/prefix/ or s3://bucket/key")],
+    collection: Annotated[Optional[str], typer.Option(help="Qdrant collection [INGEST_COLLECTION]")] = None,
+    include: Annotated[Optional[list[str]], typer.Option("--include", "-i", help="Glob on relative path or name; repeatable")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Re-embed files even when already indexed unchanged")] = False,
+    chunk_tokens: Annotated[Optional[int], typer.Option(help="Tokens per chunk [INGEST_CHUNK_TOKENS]")] = None,
+    chunk_overlap: Annotated[Optional[int], typer.Option(help="Overlap in tokens [INGEST_CHUNK_OVERLAP]")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's log lines")] = False,
+) -> None:
+    """Ingest every file of SOURCES and print one outcome per file."""
+    _configure_prefect(verbose)
+    from tasks.core.errors import IngestError
+    from tasks.core.process import prepare_store
+    from tasks.core.settings import IngestParams, PipelineConfig
+
+    try:
+        params = IngestParams(sources=sources, include=include or [], collection=collection,
+                              overwrite=overwrite, chunk_tokens=chunk_tokens,
+                              chunk_overlap=chunk_overlap)
+    except ValidationError as exc:
+        _fail(_validation_message(exc), 2)
+    settings = _settings()
+    try:
+        # Everything that would make the whole run impossible is checked here, before Prefect
+        # starts, so it ends as one line instead of a flow-run traceback.
+        config = PipelineConfig.build(settings, params)
+        prepare_store(config)
+    except (IngestError, ValueError) as exc:
+        _fail(str(exc))
+
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows import progress
+    from flows.ingest_flow import ingest_documents
+
+    flow = ingest_documents.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.workers))
+    bar = None if as_json or not err.is_terminal else _progress_bar()
+    try:
+        if bar is not None:
+            with bar:
+                task_id = bar.add_task("ingesting", total=None)
+                listener = lambda done, found, listed: bar.update(  # noqa: E731
+                    task_id, completed=done, total=found if listed else None)
+                progress.add_listener(listener)
+                try:
+                    summary = flow(params)
+                finally:
+                    progress.remove_listener(listener)
+        else:
+            summary = flow(params)
+    except IngestError as exc:
+        _fail(str(exc))
+    except Exception as exc:
+        _fail(f"the run failed: {type(exc).__name__}: {exc}")
+    if as_json:
+        sys.stdout.write(json.dumps(summary.model_dump(mode="json")) + "\n")
+    else:
+        _print_summary(summary, sources)
+
+
+def _progress_bar():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=True)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for")],
+    collection: Annotated[Optional[str], typer.Option(help="Qdrant collection [INGEST_COLLECTION]")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=100, help="Number of hits")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+) -> None:
+    """Show the chunks nearest to QUERY, citing file and page."""
+    from tasks.core.errors import IngestError
+    from tasks.core.search import search as run_search
+    from tasks.core.settings import IngestParams, PipelineConfig
+
+    try:
+        config = PipelineConfig.build(_settings(), IngestParams(sources=["."], collection=collection))
+        hits = run_search(query, config, limit=k)
+    except ValidationError as exc:
+        _fail(_validation_message(exc), 2)
+    except IngestError as exc:
+        _fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps([{"score": h.score, "source": h.source, "file_name": h.file_name,
+                                      "page_start": h.page_start, "page_end": h.page_end,
+                                      "chunk_index": h.chunk_index, "text": h.text}
+                                     for h in hits]) + "\n")
+        return
+    if not hits:
+        out.print(f"no hits in {config.collection!r}")
+        return
+    table = Table(title=f"{query!r} in {config.collection!r}", title_justify="left", show_lines=True)
+    for column in ("score", "file", "pages", "text"):
+        table.add_column(column, overflow="fold")
+    for hit in hits:
+        table.add_row(f"{hit.score:.3f}", hit.file_name, hit.pages, hit.snippet())
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

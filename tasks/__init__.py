@@ -1,0 +1,1 @@
+"""Prefect tasks of the ingest pipeline; the work itself lives in ``tasks.core``."""

@@ -1,0 +1,120 @@
+"""Token-aware chunking with the embedding model's own tokenizer.
+
+Chunks are cut from one tokenization of the whole document: each window of at most
+``chunk_tokens`` tokens ends at the strongest boundary it contains (paragraph > sentence >
+line > word), neighbours share about ``overlap`` tokens, and every chunk is re-counted so that
+none exceeds what the model reads without truncation.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+from tokenizers import Tokenizer
+
+from tasks.core.errors import ConfigError
+from tasks.core.models import Chunk, Document
+
+PAGE_SEPARATOR = "\n\n"
+_SENTENCE_END = frozenset(".!?…。！？")
+_CLOSERS = frozenset("\"')]»”’")
+
+# Boundary strengths, strongest first.
+PARAGRAPH, SENTENCE, LINE, WORD, PUNCT, INSIDE_WORD = 5, 4, 3, 2, 1, 0
+
+
+def boundary_strength(text: str, prev_end: int, next_start: int) -> int:
+    """How good a cut is between a token ending at ``prev_end`` and one starting at ``next_start``."""
+    gap = text[prev_end:next_start]
+    if not gap:
+        prev_char, next_char = text[prev_end - 1], text[next_start]
+        return PUNCT if not (prev_char.isalnum() and next_char.isalnum()) else INSIDE_WORD
+    if gap.count("\n") >= 2:
+        return PARAGRAPH
+    end = prev_end - 1
+    while end > 0 and text[end] in _CLOSERS:
+        end -= 1
+    if text[end] in _SENTENCE_END:
+        return SENTENCE
+    return LINE if "\n" in gap else WORD
+
+
+class Chunker:
+    """Split documents into chunks that fit the model's input length.
+
+    ``max_tokens`` is the model's sequence limit minus its special tokens; a chunk size above
+    it is refused at construction, since the model would silently truncate such chunks.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, *, chunk_tokens: int, overlap: int,
+                 max_tokens: int) -> None:
+        if chunk_tokens > max_tokens:
+            raise ConfigError(f"chunk_tokens={chunk_tokens} exceeds the model's limit of "
+                              f"{max_tokens} tokens per input; lower INGEST_CHUNK_TOKENS")
+        if not 0 <= overlap * 2 <= chunk_tokens:
+            raise ConfigError(f"chunk_overlap={overlap} must be between 0 and half of "
+                              f"chunk_tokens={chunk_tokens}")
+        self.tokenizer = tokenizer
+        self.chunk_tokens = chunk_tokens
+        self.overlap = overlap
+        self.max_tokens = max_tokens
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model reads for ``text``, without special tokens."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def chunk_document(self, document: Document) -> list[Chunk]:
+        """Chunks of a document in reading order, with page range and character offsets."""
+        text = PAGE_SEPARATOR.join(page.text for page in document.pages)
+        page_starts: list[int] = []
+        position = 0
+        for page in document.pages:
+            page_starts.append(position)
+            position += len(page.text) + len(PAGE_SEPARATOR)
+        numbers = [page.number for page in document.pages]
+        offsets = self.tokenizer.encode(text, add_special_tokens=False).offsets
+        chunks: list[Chunk] = []
+        for start, end in self._windows(text, offsets):
+            char_start, char_end = offsets[start][0], offsets[end - 1][1]
+            piece = text[char_start:char_end]
+            count = self.count_tokens(piece)
+            # Re-tokenising a slice can differ from the slice of a tokenisation (mid-word cuts);
+            # shrink until the model reads all of it.
+            while count > self.max_tokens and end - start > 1:
+                end = max(start + 1, end - (count - self.max_tokens))
+                char_end = offsets[end - 1][1]
+                piece = text[char_start:char_end]
+                count = self.count_tokens(piece)
+            chunks.append(Chunk(
+                text=piece,
+                chunk_index=len(chunks),
+                char_start=char_start,
+                char_end=char_end,
+                page_start=numbers[bisect.bisect_right(page_starts, char_start) - 1],
+                page_end=numbers[bisect.bisect_right(page_starts, max(char_end - 1, 0)) - 1],
+                token_count=count,
+            ))
+        return chunks
+
+    def _windows(self, text: str, offsets: Sequence[tuple[int, int]]):
+        """Yield ``(start, end)`` token ranges covering all tokens, cut at strong boundaries."""
+        total = len(offsets)
+        size, overlap = self.chunk_tokens, self.overlap
+
+        def strength(j: int) -> int:
+            return boundary_strength(text, offsets[j - 1][1], offsets[j][0])
+
+        start = 0
+        while start < total:
+            end = min(start + size, total)
+            if end < total:
+                # Latest position of the strongest boundary in the back half of the window.
+                lowest = start + max(1, size // 2)
+                end = max(range(lowest, end + 1), key=lambda j: (strength(j), j))
+            yield start, end
+            if end >= total:
+                return
+            # Start the overlap at the earliest strongest boundary within it (not mid-word).
+            window = range(max(end - overlap, start + 1), end + 1)
+            start = max(window, key=lambda j: (min(strength(j), SENTENCE), -j)) if overlap else end

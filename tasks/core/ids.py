@@ -1,0 +1,24 @@
+"""Deterministic identities: point IDs and the fingerprint of an indexing configuration."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+
+# Fixed namespace: the same source URI and chunk index give the same point ID on every machine.
+POINT_NAMESPACE = uuid.UUID("6f1c2d0e-3b7a-5c55-9a43-1f3e2b8d7c10")
+# Bump when readers or chunking change what a file turns into: indexed files then re-embed.
+PIPELINE_VERSION = "1"
+
+
+def point_id(source_uri: str, chunk_index: int) -> str:
+    """uuid5 of the source URI and chunk index."""
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{source_uri}#{chunk_index}"))
+
+
+def config_fingerprint(*, model: str, chunk_tokens: int, chunk_overlap: int) -> str:
+    """Short hash of everything besides the file's bytes that decides its points."""
+    spec = {"model": model, "chunk_tokens": chunk_tokens, "chunk_overlap": chunk_overlap,
+            "pipeline": PIPELINE_VERSION}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,173 @@
+"""Typed records that travel through the pipeline.
+
+Records that cross a Prefect task boundary (``SourceFile``, ``FileOutcome``, ``RunSummary``)
+are frozen pydantic models so they serialise cleanly; records that stay inside one file's
+processing (``Page``, ``Document``, ``Chunk``) are frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Status(str, enum.Enum):
+    """What happened to a file, in one word."""
+
+    INDEXED = "indexed"
+    UNCHANGED = "unchanged"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class Reason(str, enum.Enum):
+    """Why a file was not indexed (``ok`` when it was)."""
+
+    OK = "ok"
+    UNCHANGED = "unchanged"
+    UNSUPPORTED_TYPE = "unsupported_type"
+    EMPTY = "empty"
+    NO_TEXT = "no_text"
+    ENCRYPTED = "encrypted"
+    CORRUPT = "corrupt"
+    UNDECODABLE = "undecodable"
+    TOO_LARGE = "too_large"
+    NOT_FOUND = "not_found"
+    ACCESS_DENIED = "access_denied"
+    SOURCE_UNAVAILABLE = "source_unavailable"
+    STORE_UNAVAILABLE = "store_unavailable"
+    ERROR = "error"
+
+
+# Reasons a user has nothing to fix for: the file was deliberately passed over.
+SKIP_REASONS = frozenset({Reason.UNSUPPORTED_TYPE, Reason.EMPTY})
+
+
+class DocumentKind(str, enum.Enum):
+    PDF = "pdf"
+    TEXT = "text"
+
+
+class SourceFile(BaseModel):
+    """One file found in a batch source, as listed (nothing read yet)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    uri: str = Field(description="Stable identity: file:///abs/path or s3://bucket/key")
+    protocol: str = Field(description="fsspec protocol: 'file' or 's3'")
+    path: str = Field(description="Path as the filesystem expects it")
+    name: str
+    size: int | None = None
+    etag: str | None = None
+    modified: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """Text of one PDF page (numbered from 1) or of a whole text file (number ``None``)."""
+
+    number: int | None
+    text: str
+
+
+@dataclass(frozen=True)
+class Document:
+    """A file's extracted text, page by page."""
+
+    kind: DocumentKind
+    pages: tuple[Page, ...]
+    content_sha256: str
+    encoding: str | None = None
+    unreadable_pages: tuple[int, ...] = ()
+
+    @property
+    def page_count(self) -> int | None:
+        """Pages in the PDF, readable or not; ``None`` for text files."""
+        if self.kind is DocumentKind.TEXT:
+            return None
+        return len(self.pages) + len(self.unreadable_pages)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document small enough to embed without truncation."""
+
+    text: str
+    chunk_index: int
+    char_start: int
+    char_end: int
+    page_start: int | None
+    page_end: int | None
+    token_count: int
+
+
+class FileOutcome(BaseModel):
+    """Exactly one per file per run: what happened to it and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    status: Status
+    reason: Reason = Reason.OK
+    detail: str = ""
+    pages: int | None = None
+    chunks: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def rejected(cls, source: str, reason: Reason, detail: str, *, pages: int | None = None,
+                 seconds: float = 0.0) -> FileOutcome:
+        """Outcome of a file not indexed; ``skipped`` or ``failed`` follows from the reason."""
+        status = Status.SKIPPED if reason in SKIP_REASONS else Status.FAILED
+        return cls(source=source, status=status, reason=reason, detail=detail, pages=pages,
+                   seconds=round(seconds, 3))
+
+
+class RunTotals(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    files: int = 0
+    indexed: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    failed: int = 0
+    pages: int = 0
+    chunks: int = 0
+    seconds: float = 0.0
+    chunks_per_second: float = 0.0
+
+
+class RunSummary(BaseModel):
+    """What a run returns and what the CLI prints: every file's outcome plus totals."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str | None = None
+    collection: str
+    files: list[FileOutcome]
+    totals: RunTotals
+
+    @classmethod
+    def from_outcomes(cls, outcomes: list[FileOutcome], *, collection: str, seconds: float,
+                      run_id: str | None = None) -> RunSummary:
+        """Aggregate per-file outcomes (sorted by source for stable output)."""
+        ordered = sorted(outcomes, key=lambda o: o.source)
+        counts = {status: 0 for status in Status}
+        for outcome in ordered:
+            counts[outcome.status] += 1
+        chunks = sum(o.chunks for o in ordered if o.status is Status.INDEXED)
+        totals = RunTotals(
+            files=len(ordered),
+            indexed=counts[Status.INDEXED],
+            unchanged=counts[Status.UNCHANGED],
+            skipped=counts[Status.SKIPPED],
+            failed=counts[Status.FAILED],
+            pages=sum(o.pages or 0 for o in ordered),
+            chunks=chunks,
+            seconds=round(seconds, 3),
+            chunks_per_second=round(chunks / seconds, 2) if seconds > 0 else 0.0,
+        )
+        return cls(run_id=run_id, collection=collection, files=ordered, totals=totals)

@@ -1,0 +1,171 @@
+"""One file's chain — read, chunk, embed, store — and a group of files run together.
+
+Nothing here knows about Prefect. ``FileProcessor.process`` turns every permanent problem into
+the file's ``FileOutcome`` and lets only ``TransientError`` escape, for the caller to retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import PurePosixPath
+
+from tasks.core.chunking import Chunker
+from tasks.core.embedding import Embedder, get_embedder
+from tasks.core.errors import FileRejected, StoreError, TransientError
+from tasks.core.ids import config_fingerprint, point_id
+from tasks.core.models import Document, FileOutcome, Reason, SourceFile, Status
+from tasks.core.readers import HEAD_BYTES, PDF_MAGIC, TEXT_SUFFIXES, read_document, sniff_kind
+from tasks.core.settings import PipelineConfig
+from tasks.core.sources import read_bytes
+from tasks.core.store import QdrantStore, get_store
+
+log = logging.getLogger(__name__)
+
+
+class RetryableFilesError(TransientError):
+    """Some files of a group hit transient faults; the others are done and remembered."""
+
+    def __init__(self, failures: list[tuple[SourceFile, TransientError]]) -> None:
+        self.failures = failures
+        names = ", ".join(f.name for f, _ in failures[:5])
+        first = failures[0][1]
+        super().__init__(f"{len(failures)} file(s) hit a transient fault ({names}): {first}")
+
+
+@dataclass
+class FileProcessor:
+    """Runs the chain for single files with shared, already-loaded resources."""
+
+    config: PipelineConfig
+    embedder: Embedder
+    chunker: Chunker
+    store: QdrantStore
+
+    @property
+    def fingerprint(self) -> str:
+        return config_fingerprint(model=self.config.model, chunk_tokens=self.config.chunk_tokens,
+                                  chunk_overlap=self.config.chunk_overlap)
+
+    def process(self, file: SourceFile) -> FileOutcome:
+        """Ingest one file and say what happened; raises only ``TransientError``."""
+        started = time.perf_counter()
+        try:
+            return self._process(file, started)
+        except FileRejected as exc:
+            return FileOutcome.rejected(file.uri, exc.reason, exc.detail, pages=exc.pages,
+                                        seconds=time.perf_counter() - started)
+        except TransientError:
+            raise
+        except StoreError as exc:
+            return FileOutcome.rejected(file.uri, Reason.ERROR, f"store refused the write: {exc}",
+                                        seconds=time.perf_counter() - started)
+        except Exception as exc:  # an unforeseen library error must cost one file, not the batch
+            log.exception("unexpected error on %s", file.uri)
+            return FileOutcome.rejected(file.uri, Reason.ERROR, f"{type(exc).__name__}: {exc}",
+                                        seconds=time.perf_counter() - started)
+
+    def _read(self, file: SourceFile) -> bytes:
+        limit = self.config.max_file_bytes
+        if file.size is not None and file.size > limit:
+            raise FileRejected(Reason.TOO_LARGE, f"{file.size} bytes, over the limit of {limit}")
+        if PurePosixPath(file.name).suffix.lower() not in TEXT_SUFFIXES | {".pdf"}:
+            # Other names are only worth downloading when the content says PDF.
+            head = read_bytes(file, limit=HEAD_BYTES)
+            if PDF_MAGIC not in head[:1024]:
+                sniff_kind(head, file.name)  # raises unsupported_type with what the content is
+        data = read_bytes(file, limit=limit + 1)
+        if len(data) > limit:
+            raise FileRejected(Reason.TOO_LARGE, f"over the limit of {limit} bytes")
+        return data
+
+    def _process(self, file: SourceFile, started: float) -> FileOutcome:
+        data = self._read(file)
+        sha = hashlib.sha256(data).hexdigest()
+        if not self.config.overwrite:
+            known = self.store.indexed_file(self.config.collection, file.uri)
+            if (known is not None and known.consistent and known.content_sha256 == sha
+                    and known.config_fingerprint == self.fingerprint):
+                return FileOutcome(source=file.uri, status=Status.UNCHANGED, reason=Reason.UNCHANGED,
+                                   detail="already indexed with the same content and settings",
+                                   chunks=known.chunk_count,
+                                   seconds=round(time.perf_counter() - started, 3))
+        document = read_document(data, file.name, max_pages=self.config.max_pages)
+        chunks = self.chunker.chunk_document(document)
+        if not chunks:
+            raise FileRejected(Reason.NO_TEXT, "no words to index after extraction",
+                               pages=document.page_count)
+        vectors = self.embedder.embed([c.text for c in chunks], [c.token_count for c in chunks],
+                                      batch_size=self.config.embed_batch_size)
+        self.store.replace_file_points(self.config.collection, file.uri,
+                                       self._points(file, document, sha, chunks, vectors),
+                                       batch_size=self.config.upsert_batch)
+        detail = ""
+        if document.unreadable_pages:
+            detail = f"text extraction failed on page(s) {list(document.unreadable_pages)}"
+        return FileOutcome(source=file.uri, status=Status.INDEXED, detail=detail,
+                           pages=document.page_count, chunks=len(chunks),
+                           seconds=round(time.perf_counter() - started, 3))
+
+    def _points(self, file: SourceFile, document: Document, sha: str, chunks, vectors) -> list:
+        from qdrant_client.models import PointStruct
+
+        ingested_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        common = {"source": file.uri, "file_name": file.name, "content_sha256": sha,
+                  "config_fingerprint": self.fingerprint, "chunk_count": len(chunks),
+                  "page_count": document.page_count, "model": self.config.model,
+                  "ingested_at": ingested_at}
+        return [PointStruct(id=point_id(file.uri, chunk.chunk_index), vector=vector.tolist(),
+                            payload={"text": chunk.text, "chunk_index": chunk.chunk_index,
+                                     "page_start": chunk.page_start, "page_end": chunk.page_end,
+                                     "char_start": chunk.char_start, "char_end": chunk.char_end,
+                                     "token_count": chunk.token_count, **common})
+                for chunk, vector in zip(chunks, vectors)]
+
+
+@lru_cache(maxsize=8)
+def processor_for(config: PipelineConfig) -> FileProcessor:
+    """The process-wide processor for a config: model and client are loaded once, lazily."""
+    embedder = get_embedder(config.model)
+    chunker = Chunker(embedder.tokenizer, chunk_tokens=config.chunk_tokens,
+                      overlap=config.chunk_overlap, max_tokens=embedder.max_tokens)
+    return FileProcessor(config=config, embedder=embedder, chunker=chunker,
+                         store=get_store(config.store))
+
+
+def prepare_store(config: PipelineConfig) -> int:
+    """Validate the config against the model and make the collection ready; returns its size."""
+    processor = processor_for(config)
+    processor.store.ensure_collection(config.collection, processor.embedder.dimension)
+    return processor.embedder.dimension
+
+
+def process_files(processor: FileProcessor, files: Iterable[SourceFile], *,
+                  done: MutableMapping[str, FileOutcome], give_up: bool) -> list[FileOutcome]:
+    """Process every file of a group not yet in ``done`` (which is updated as files finish).
+
+    Files that hit a transient fault are collected; after the rest of the group is done they
+    are raised together as ``RetryableFilesError`` so a retry redoes only them — unless
+    ``give_up`` (the last attempt), when they become ``failed`` outcomes with their reason.
+    """
+    files = list(files)
+    failures: list[tuple[SourceFile, TransientError]] = []
+    for file in files:
+        if file.uri in done:
+            continue
+        try:
+            done[file.uri] = processor.process(file)
+        except TransientError as exc:
+            if give_up:
+                done[file.uri] = FileOutcome.rejected(file.uri, exc.reason,
+                                                      f"gave up after retries: {exc}")
+            else:
+                failures.append((file, exc))
+    if failures:
+        raise RetryableFilesError(failures)
+    return [done[file.uri] for file in files]

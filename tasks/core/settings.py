@@ -1,0 +1,144 @@
+"""Configuration: environment settings, per-run parameters, and the config a worker receives.
+
+* ``IngestSettings`` — read from the environment (``INGEST_*``, ``QDRANT_URL``...) inside the
+  flow, never at import time.
+* ``IngestParams`` — the flow's parameters: what to ingest and how (the Prefect UI renders it
+  as the run form).
+* ``PipelineConfig`` — the frozen merge of both that travels to tasks. It holds no secrets:
+  workers read API keys from their own environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _check_chunking(chunk_tokens: int | None, chunk_overlap: int | None) -> None:
+    if chunk_tokens is not None and chunk_overlap is not None and chunk_overlap * 2 > chunk_tokens:
+        raise ValueError(
+            f"chunk_overlap ({chunk_overlap}) must be at most half of chunk_tokens ({chunk_tokens})"
+        )
+
+
+class IngestSettings(BaseSettings):
+    """Process-wide settings from the environment (prefix ``INGEST_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore", populate_by_name=True)
+
+    qdrant_path: Path = Field(Path(".ingest/qdrant"), description="Embedded store folder")
+    qdrant_url: str | None = Field(
+        None, validation_alias=AliasChoices("QDRANT_URL", "INGEST_QDRANT_URL"),
+        description="Qdrant server URL; when set, the embedded store is not used")
+    qdrant_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("QDRANT_API_KEY", "INGEST_QDRANT_API_KEY"))
+    model: str = Field(DEFAULT_MODEL, min_length=1)
+    collection: str = Field("documents", pattern=r"^[A-Za-z0-9_\-]{1,128}$")
+    chunk_tokens: int = Field(192, ge=16, le=8192)
+    chunk_overlap: int = Field(32, ge=0)
+    embed_batch_size: int = Field(32, ge=1, le=1024)
+    upsert_batch: int = Field(256, ge=1, le=10_000)
+    max_file_mb: float = Field(100.0, gt=0)
+    max_pages: int = Field(2000, ge=1)
+    workers: int = Field(3, ge=1, le=64, description="Threads running file groups")
+    files_per_task: int = Field(8, ge=1, le=1000, description="Files per Prefect task run")
+    retries: int = Field(3, ge=0, le=20)
+    retry_backoff_s: float = Field(2.0, ge=0)
+
+    @model_validator(mode="after")
+    def _chunking(self) -> IngestSettings:
+        _check_chunking(self.chunk_tokens, self.chunk_overlap)
+        return self
+
+
+class IngestParams(BaseModel):
+    """What one run ingests and how; every field has a default except the sources."""
+
+    model_config = ConfigDict(frozen=True, title="Ingest parameters")
+
+    sources: list[str] = Field(
+        min_length=1, title="Sources",
+        description="Local folders or files, s3://bucket/prefix/ or s3://bucket/key, one or more")
+    include: list[str] = Field(
+        default_factory=list, title="Include globs",
+        description="Only files whose relative path or name matches one of these (e.g. *.pdf); "
+                    "empty means every non-hidden file")
+    collection: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_\-]{1,128}$", title="Collection",
+        description="Qdrant collection (default: INGEST_COLLECTION)")
+    chunk_tokens: int | None = Field(
+        None, ge=16, le=8192, title="Chunk size (tokens)",
+        description="Tokens per chunk, counted by the model's tokenizer (default: INGEST_CHUNK_TOKENS)")
+    chunk_overlap: int | None = Field(
+        None, ge=0, le=4096, title="Chunk overlap (tokens)",
+        description="Tokens shared by neighbouring chunks (default: INGEST_CHUNK_OVERLAP)")
+    overwrite: bool = Field(
+        False, title="Overwrite",
+        description="Re-embed every file even when it is already indexed unchanged")
+
+    @model_validator(mode="after")
+    def _chunking(self) -> IngestParams:
+        _check_chunking(self.chunk_tokens, self.chunk_overlap)
+        return self
+
+
+class StoreLocation(BaseModel):
+    """Where the vectors live: an embedded folder or a server URL (never both)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str | None = None
+    url: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> StoreLocation:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("a store location needs exactly one of path or url")
+        return self
+
+    def describe(self) -> str:
+        return self.url if self.url else f"embedded:{self.path}"
+
+
+class PipelineConfig(BaseModel):
+    """Everything a worker needs to process files; frozen and hashable, free of secrets."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    collection: str
+    chunk_tokens: int
+    chunk_overlap: int
+    embed_batch_size: int
+    upsert_batch: int
+    max_file_bytes: int
+    max_pages: int
+    store: StoreLocation
+    overwrite: bool = False
+
+    @classmethod
+    def build(cls, settings: IngestSettings, params: IngestParams | None = None) -> PipelineConfig:
+        """Merge run parameters over settings; validation errors name the offending value."""
+        params = params or IngestParams(sources=["."])
+        chunk_tokens = params.chunk_tokens or settings.chunk_tokens
+        chunk_overlap = (params.chunk_overlap if params.chunk_overlap is not None
+                         else min(settings.chunk_overlap, chunk_tokens // 2))
+        _check_chunking(chunk_tokens, chunk_overlap)
+        store = (StoreLocation(url=settings.qdrant_url) if settings.qdrant_url
+                 else StoreLocation(path=str(settings.qdrant_path.expanduser().resolve())))
+        return cls(
+            model=settings.model,
+            collection=params.collection or settings.collection,
+            chunk_tokens=chunk_tokens,
+            chunk_overlap=chunk_overlap,
+            embed_batch_size=settings.embed_batch_size,
+            upsert_batch=settings.upsert_batch,
+            max_file_bytes=int(settings.max_file_mb * 1024 * 1024),
+            max_pages=settings.max_pages,
+            store=store,
+            overwrite=params.overwrite,
+        )

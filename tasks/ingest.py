@@ -1,0 +1,64 @@
+"""Thin Prefect tasks: retries, logging, and a call into ``tasks.core``."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from prefect.tasks import exponential_backoff
+
+from tasks.core.errors import TransientError
+from tasks.core.models import FileOutcome, SourceFile
+from tasks.core.process import prepare_store, process_files, processor_for
+from tasks.core.settings import PipelineConfig
+
+# Outcomes of files a task run has finished, kept across that run's retries so a retry redoes
+# only the files that failed transiently. Entries live until the run's last attempt returns.
+_finished: dict[UUID, dict[str, FileOutcome]] = {}
+
+
+def retry_transient(task, task_run, state) -> bool:
+    """Prefect retry condition: retry transient faults only, never permanent ones."""
+    try:
+        state.result()
+    except TransientError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+RETRY_OPTIONS = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+                     retry_jitter_factor=0.5, retry_condition_fn=retry_transient)
+
+
+@task(name="prepare-collection", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+def prepare_collection(config: PipelineConfig) -> int:
+    """Load the model, validate chunking against it, create or check the collection."""
+    dimension = prepare_store(config)
+    get_run_logger().info("collection %r ready (%d-d, %s)", config.collection, dimension,
+                          config.store.describe())
+    return dimension
+
+
+def _group_name() -> str:
+    files = TaskRunContext.get().parameters["files"]
+    return f"ingest-{files[0].name}" + (f"-+{len(files) - 1}" if len(files) > 1 else "")
+
+
+@task(name="ingest-files", task_run_name=_group_name, cache_policy=NO_CACHE, **RETRY_OPTIONS)
+def ingest_files(files: list[SourceFile], config: PipelineConfig) -> list[FileOutcome]:
+    """Read, chunk, embed and store a group of files; one outcome per file."""
+    context = TaskRunContext.get()
+    run = context.task_run
+    last_attempt = run.run_count > (context.task.retries or 0)
+    finished = _finished.setdefault(run.id, {})
+    outcomes = process_files(processor_for(config), files, done=finished, give_up=last_attempt)
+    _finished.pop(run.id, None)
+    logger = get_run_logger()
+    for outcome in outcomes:
+        logger.info("%s: %s %s (%d chunks) %s", outcome.source, outcome.status.value,
+                    outcome.reason.value, outcome.chunks, outcome.detail)
+    return outcomes
