@@ -115,6 +115,7 @@ class Chunker:
             yield start, end
             if end >= total:
                 return
-            # Start the overlap at the earliest strongest boundary within it (not mid-word).
-            window = range(max(end - overlap, start + 1), end + 1)
-            start = max(window, key=lambda j: (min(strength(j), SENTENCE), -j)) if overlap else end
+            # Start the overlap at a sentence start within it if there is one, else as early as
+            # a word starts; never mid-word and never where the next window would not advance.
+            window = range(max(end - overlap, start + 1), end)
+            start = max(window, key=lambda j: (min(strength(j), SENTENCE), -j)) if window else end

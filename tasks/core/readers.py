@@ -26,8 +26,9 @@ TEXT_SUFFIXES = frozenset({".txt", ".text"})
 # The PDF spec lets the header start anywhere in the first 1024 bytes.
 PDF_MAGIC, PDF_HEADER_WINDOW = b"%PDF-", 1024
 HEAD_BYTES = 8192
-# Beyond this share of control/replacement characters a "text" is binary decoded by force.
-MAX_GARBAGE_RATIO = 0.02
+# Beyond this share of control/replacement characters a "text" is binary decoded by force;
+# a few strays (a NUL, a form feed) are tolerated in any file.
+MAX_GARBAGE_RATIO, GARBAGE_ALLOWANCE = 0.02, 8
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
 
 
@@ -75,7 +76,7 @@ def read_text(data: bytes) -> Document:
         raise FileRejected(Reason.UNDECODABLE, "no text encoding fits the bytes (binary data?)")
     raw = str(match)
     garbage = len(_CONTROL.findall(raw))
-    if garbage > MAX_GARBAGE_RATIO * max(len(raw), 1):
+    if garbage > MAX_GARBAGE_RATIO * len(raw) + GARBAGE_ALLOWANCE:
         raise FileRejected(Reason.UNDECODABLE,
                            f"decoded as {match.encoding} but {garbage} of {len(raw)} characters "
                            "are control or replacement characters")

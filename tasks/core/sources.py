@@ -9,6 +9,7 @@ standard AWS configuration (``AWS_ENDPOINT_URL``, keys, profiles).
 from __future__ import annotations
 
 import asyncio
+import errno
 import fnmatch
 import os
 from collections.abc import Iterable, Iterator
@@ -153,17 +154,26 @@ def read_bytes(file: SourceFile, *, limit: int | None = None) -> bytes:
     A vanished or forbidden file is a ``FileRejected``; an unreachable source is a
     ``SourceUnavailableError`` (retried by the caller).
     """
+    if file.size == 0:
+        return b""
     try:
         if file.protocol == "file":
             with open(file.path, "rb") as handle:
                 return handle.read(limit) if limit is not None else handle.read()
         fs = filesystem(file.protocol)
-        return fs.cat_file(file.path, start=0, end=limit) if limit else fs.cat_file(file.path)
+        if limit is not None and (file.size is None or file.size > limit):
+            return fs.cat_file(file.path, start=0, end=limit)
+        # No range when the whole object fits: S3 refuses ranges on empty objects.
+        return fs.cat_file(file.path)
     except FileNotFoundError as exc:
         raise FileRejected(Reason.NOT_FOUND, "file disappeared before it was read") from exc
     except IsADirectoryError as exc:
         raise FileRejected(Reason.NOT_FOUND, "path is a directory, not a file") from exc
     except PermissionError as exc:
         raise FileRejected(Reason.ACCESS_DENIED, f"access denied: {exc}") from exc
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # s3fs's translation of a request S3 will never accept
+            raise FileRejected(Reason.ERROR, f"the source refused the read: {exc}") from exc
+        raise SourceUnavailableError(f"cannot read {file.uri}: {type(exc).__name__}: {exc}") from exc
     except _transient_errors() as exc:
         raise SourceUnavailableError(f"cannot read {file.uri}: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,130 @@
+"""Shared fixtures: real components only (the bundled model, Qdrant on disk, moto's S3 server)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+# Before anything imports Prefect: an isolated home, no telemetry, no user configuration.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="ingest-tests-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("PREFECT_PROFILES_PATH", None)
+
+import pytest  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+MIXED = DATA / "mixed"
+SAMPLES = Path(__file__).parent.parent / "samples"
+
+# What every file of tests/data/mixed must end as: (status, reason).
+MIXED_EXPECTED = {
+    "alpine-lakes.pdf": ("indexed", "ok"),
+    "heat-pumps.txt": ("indexed", "ok"),
+    "cafe-utf16.txt": ("indexed", "ok"),
+    "cafe-cp1252.txt": ("indexed", "ok"),
+    "sourdough-really-a-pdf.txt": ("indexed", "ok"),
+    "owner-password-only.pdf": ("indexed", "ok"),
+    "encrypted.pdf": ("failed", "encrypted"),
+    "scanned.pdf": ("failed", "no_text"),
+    "corrupt.pdf": ("failed", "corrupt"),
+    "binary.txt": ("failed", "undecodable"),
+    "photo-named.pdf": ("skipped", "unsupported_type"),
+    "picture.png": ("skipped", "unsupported_type"),
+    "empty.txt": ("skipped", "empty"),
+}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _clean_ingest_env(monkeypatch):
+    """No test sees the developer's INGEST_*/QDRANT_* settings."""
+    for name in list(os.environ):
+        if name.startswith(("INGEST_", "QDRANT_")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from tasks.core.embedding import load_tokenizer
+    from tasks.core.settings import DEFAULT_MODEL
+
+    return load_tokenizer(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from tasks.core.embedding import get_embedder
+    from tasks.core.settings import DEFAULT_MODEL
+
+    return get_embedder(DEFAULT_MODEL)
+
+
+@pytest.fixture()
+def store_path(tmp_path):
+    """A fresh embedded Qdrant folder; its cached client is closed afterwards (folder lock)."""
+    from tasks.core.store import close_stores
+
+    path = tmp_path / "qdrant"
+    yield path
+    close_stores()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """moto's S3 server over HTTP on 127.0.0.1; s3fs reaches it through AWS_ENDPOINT_URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                                             "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing",
+                      AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    yield endpoint
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture()
+def s3_bucket(moto_endpoint):
+    """A new, empty bucket per test; returns its name."""
+    import uuid
+
+    from tasks.core.sources import filesystem
+
+    fs = filesystem("s3")
+    name = f"bucket-{uuid.uuid4().hex[:12]}"
+    fs.mkdir(name)
+    fs.invalidate_cache()
+    return name
+
+
+def upload_folder(bucket: str, prefix: str, folder: Path) -> None:
+    """Put every file of ``folder`` (hidden ones too) under ``s3://bucket/prefix/``."""
+    from tasks.core.sources import filesystem
+
+    fs = filesystem("s3")
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            fs.pipe(f"{bucket}/{prefix}/{path.relative_to(folder).as_posix()}", path.read_bytes())
+    fs.invalidate_cache()

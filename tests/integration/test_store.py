@@ -1,0 +1,118 @@
+"""The Qdrant adapter on disk (embedded mode) and its error translation over real HTTP."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+
+import numpy as np
+import pytest
+
+from tasks.core.errors import CollectionMismatchError, StoreError, StoreUnavailableError
+from tasks.core.ids import point_id
+from tasks.core.settings import StoreLocation
+from tasks.core.store import QdrantStore, get_store
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def points(source: str, count: int, *, sha: str = "s1", dim: int = 8):
+    from qdrant_client.models import PointStruct
+
+    rng = np.random.default_rng(count)
+    return [PointStruct(id=point_id(source, i), vector=rng.random(dim).tolist(),
+                        payload={"source": source, "chunk_index": i, "chunk_count": count,
+                                 "content_sha256": sha, "config_fingerprint": "f", "text": f"t{i}"})
+            for i in range(count)]
+
+
+def ids_of(store: QdrantStore, collection: str) -> set[str]:
+    records, _ = store.client.scroll(collection, limit=10_000)
+    return {str(r.id) for r in records}
+
+
+def test_collection_is_created_and_checked(store_path):
+    store = get_store(StoreLocation(path=str(store_path)))
+    store.ensure_collection("docs", 8)
+    store.ensure_collection("docs", 8)  # idempotent
+    with pytest.raises(CollectionMismatchError, match="8-d"):
+        store.ensure_collection("docs", 384)
+    assert store.count("docs") == 0
+
+
+def test_replace_shrinks_without_leftovers(store_path):
+    store = get_store(StoreLocation(path=str(store_path)))
+    store.ensure_collection("docs", 8)
+    store.replace_file_points("docs", "file:///a", points("file:///a", 40), batch_size=16)
+    store.replace_file_points("docs", "file:///b", points("file:///b", 3), batch_size=16)
+    store.replace_file_points("docs", "file:///a", points("file:///a", 10, sha="s2"), batch_size=16)
+    expected = {point_id("file:///a", i) for i in range(10)} | {point_id("file:///b", i) for i in range(3)}
+    assert ids_of(store, "docs") == expected
+    known = store.indexed_file("docs", "file:///a")
+    assert (known.content_sha256, known.chunk_count, known.consistent) == ("s2", 10, True)
+    assert store.indexed_file("docs", "file:///missing") is None
+
+
+def test_partial_write_is_not_consistent(store_path):
+    store = get_store(StoreLocation(path=str(store_path)))
+    store.ensure_collection("docs", 8)
+    store.replace_file_points("docs", "file:///a", points("file:///a", 6), batch_size=16)
+    # As if a run died after writing the first 2 points of a new version.
+    store.client.upsert("docs", points=points("file:///a", 6, sha="s2")[:2])
+    assert store.indexed_file("docs", "file:///a").consistent is False
+
+
+def test_search_and_missing_collection(store_path):
+    store = get_store(StoreLocation(path=str(store_path)))
+    store.ensure_collection("docs", 8)
+    written = points("file:///a", 5)
+    store.replace_file_points("docs", "file:///a", written, batch_size=2)
+    hits = store.search("docs", written[3].vector, limit=2)
+    assert hits[0].payload["chunk_index"] == 3 and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(StoreError, match="does not exist"):
+        store.search("nope", written[0].vector, limit=1)
+
+
+def test_second_process_on_the_same_folder_gets_a_clear_error(store_path):
+    get_store(StoreLocation(path=str(store_path))).ensure_collection("docs", 8)
+    with pytest.raises(StoreError, match="in use by another process"):
+        QdrantStore(StoreLocation(path=str(store_path)))
+
+
+def test_unreachable_server_is_transient():
+    store = QdrantStore(StoreLocation(url=f"http://127.0.0.1:{free_port()}"), timeout=2)
+    with pytest.raises(StoreUnavailableError, match="unreachable"):
+        store.ensure_collection("docs", 8)
+
+
+class _Answer(http.server.BaseHTTPRequestHandler):
+    status = 503
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"status": {"error": "nope"}}')
+
+    do_PUT = do_POST = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("status,error", [(503, StoreUnavailableError), (429, StoreUnavailableError),
+                                          (400, StoreError), (403, StoreError)])
+def test_server_answers_are_classified(status, error):
+    handler = type("Handler", (_Answer,), {"status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        store = QdrantStore(StoreLocation(url=f"http://127.0.0.1:{server.server_address[1]}"), timeout=5)
+        with pytest.raises(error) as caught:
+            store.ensure_collection("docs", 8)
+        if error is StoreError:
+            assert not isinstance(caught.value, StoreUnavailableError)
+    finally:
+        server.shutdown()

@@ -1,0 +1,52 @@
+"""A group of files across retries: finished files are kept, only transient ones are redone."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.core.errors import SourceUnavailableError, StoreUnavailableError
+from tasks.core.models import FileOutcome, Reason, SourceFile, Status
+from tasks.core.process import RetryableFilesError, process_files
+
+
+def source(name: str) -> SourceFile:
+    return SourceFile(uri=f"s3://b/{name}", protocol="s3", path=f"b/{name}", name=name)
+
+
+class ScriptedProcessor:
+    """Stands in for FileProcessor: fails the named files transiently a number of times."""
+
+    def __init__(self, flaky: dict[str, int]) -> None:
+        self.flaky = dict(flaky)
+        self.calls: list[str] = []
+
+    def process(self, file: SourceFile) -> FileOutcome:
+        self.calls.append(file.name)
+        if self.flaky.get(file.name, 0) > 0:
+            self.flaky[file.name] -= 1
+            error = StoreUnavailableError if file.name.startswith("store") else SourceUnavailableError
+            raise error(f"{file.name} blipped")
+        return FileOutcome(source=file.uri, status=Status.INDEXED, chunks=1)
+
+
+def test_retry_redoes_only_the_failed_files():
+    files = [source("a.txt"), source("b.txt"), source("c.txt")]
+    processor = ScriptedProcessor({"b.txt": 1})
+    done: dict[str, FileOutcome] = {}
+    with pytest.raises(RetryableFilesError) as caught:
+        process_files(processor, files, done=done, give_up=False)
+    assert [f.name for f, _ in caught.value.failures] == ["b.txt"]
+    assert processor.calls == ["a.txt", "b.txt", "c.txt"]
+    outcomes = process_files(processor, files, done=done, give_up=False)
+    assert processor.calls[3:] == ["b.txt"]
+    assert [o.status for o in outcomes] == [Status.INDEXED] * 3
+
+
+def test_last_attempt_turns_transient_faults_into_outcomes():
+    files = [source("a.txt"), source("store-b.txt"), source("c.txt")]
+    outcomes = process_files(ScriptedProcessor({"a.txt": 9, "store-b.txt": 9}), files, done={},
+                             give_up=True)
+    assert [(o.status, o.reason) for o in outcomes] == [
+        (Status.FAILED, Reason.SOURCE_UNAVAILABLE), (Status.FAILED, Reason.STORE_UNAVAILABLE),
+        (Status.INDEXED, Reason.OK)]
+    assert "gave up after retries" in outcomes[0].detail
