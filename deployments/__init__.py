@@ -1,0 +1,1 @@
+"""Prefect deployments of the ingest flow (see ``prefect.yaml`` and ``serve.py``)."""

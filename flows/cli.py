@@ -20,7 +20,7 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Ingest PDF and text documents into a Qdrant vector store.")
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -30,9 +30,10 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 def _validation_message(exc: ValidationError) -> str:
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ())) or "value"
-    return f"invalid {where}: {first['msg']}" + (f" (+{exc.error_count() - 1} more)"
-                                                    if exc.error_count() > 1 else "")
+    where = ".".join(str(p) for p in first.get("loc", ())) or "parameters"
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"invalid {where}: {message}{more}"
 
 
 def _settings():
@@ -103,6 +104,7 @@ def run(
     from tasks.core.errors import IngestError
     from tasks.core.process import prepare_store
     from tasks.core.settings import IngestParams, PipelineConfig
+    from tasks.core.sources import check_sources
 
     try:
         params = IngestParams(sources=sources, include=include or [], collection=collection,
@@ -115,6 +117,7 @@ def run(
         # Everything that would make the whole run impossible is checked here, before Prefect
         # starts, so it ends as one line instead of a flow-run traceback.
         config = PipelineConfig.build(settings, params)
+        check_sources(params.sources)
         prepare_store(config)
     except (IngestError, ValueError) as exc:
         _fail(str(exc))

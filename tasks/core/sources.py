@@ -148,6 +148,16 @@ def discover_files(sources: Iterable[str], include: Iterable[str] = ()) -> Itera
                 yield file
 
 
+def check_sources(sources: Iterable[str]) -> None:
+    """Fail fast, before a run starts, on a source that does not exist or cannot be listed.
+
+    Costs one stat per local source and one listing request per S3 source.
+    """
+    for source in sources:
+        for _ in discover_files([source]):
+            break
+
+
 def read_bytes(file: SourceFile, *, limit: int | None = None) -> bytes:
     """Read a file's bytes (or only its first ``limit`` bytes).
 

@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build of torch, installed before the project: a bare `torch` resolved by pip on its own
+# pulls a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+DEMO_QUERY ?= why are glacial lakes turquoise?
+
+.PHONY: demo test install install-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: install
+	$(BIN)/ingest run samples
+	$(BIN)/ingest search "$(DEMO_QUERY)" -k 3
+
+test: install-test
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf .ingest

@@ -1,0 +1,87 @@
+"""The ``ingest`` command line: JSON shape, exit codes, one-line errors, page-cited search."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.conftest import MIXED, SAMPLES
+
+pytestmark = pytest.mark.flow
+runner = CliRunner()
+
+
+def test_run_json_then_search(ingest_env):
+    result = runner.invoke(app, ["run", str(MIXED), "--collection", "cli", "--include", "*.pdf", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report) == {"run_id", "collection", "files", "totals"}
+    assert report["collection"] == "cli" and report["totals"]["files"] == 6
+    row = next(f for f in report["files"] if f["source"].endswith("/alpine-lakes.pdf"))
+    assert set(row) == {"source", "status", "reason", "detail", "pages", "chunks", "seconds"}
+    assert (row["status"], row["pages"]) == ("indexed", 4)
+
+    found = runner.invoke(app, ["search", "fishing licence and barbless hooks", "--collection", "cli",
+                                "-k", "2", "--json"])
+    assert found.exit_code == 0, found.output
+    hits = json.loads(found.stdout)
+    assert hits[0]["file_name"] == "alpine-lakes.pdf" and hits[0]["page_start"] <= 3 <= hits[0]["page_end"]
+
+    table = runner.invoke(app, ["search", "fishing licence", "--collection", "cli"])
+    assert "alpine-lakes.pdf" in table.stdout and "p. 3" in table.stdout or "pp. 3" in table.stdout
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["run", str(MIXED), "--chunk-tokens", "4"], 2, "chunk_tokens"),
+    (["run", str(MIXED), "--chunk-tokens", "100", "--chunk-overlap", "80"], 2, "half"),
+    (["run", str(MIXED), "--collection", "bad name"], 2, "collection"),
+    (["run", "/definitely/not/here"], 1, "source not found"),
+    (["run", str(MIXED), "--chunk-tokens", "1000"], 1, "exceeds the model's limit"),
+])
+def test_bad_runs_exit_non_zero_with_one_line(ingest_env, args, code, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == code, result.output
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_collection_of_another_size_is_refused_before_writing(ingest_env):
+    from qdrant_client import models
+
+    from tasks.core.settings import StoreLocation
+    from tasks.core.store import get_store
+
+    store = get_store(StoreLocation(path=str(ingest_env)))
+    store.client.create_collection("small", vectors_config=models.VectorParams(
+        size=8, distance=models.Distance.COSINE))
+    result = runner.invoke(app, ["run", str(MIXED), "--collection", "small"])
+    assert result.exit_code == 1 and "8-d" in result.stderr
+    assert store.count("small") == 0
+
+
+def test_console_script_end_to_end(tmp_path):
+    """The installed ``ingest`` script in a fresh process, as a user runs it."""
+    script = Path(sys.executable).parent / "ingest"
+    env = {**os.environ, "INGEST_QDRANT_PATH": str(tmp_path / "q"),
+           "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)  # the test harness's server is not for subprocesses
+    run = subprocess.run([str(script), "run", str(SAMPLES), "--json"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    statuses = {f["source"].rsplit("/", 1)[-1]: f["status"] for f in report["files"]}
+    assert statuses["scanned-receipt.pdf"] == "failed"
+    assert sum(s == "indexed" for s in statuses.values()) == 4
+    found = subprocess.run([str(script), "search", "why are glacial lakes turquoise", "-k", "1", "--json"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0, found.stderr
+    [hit] = json.loads(found.stdout)
+    assert hit["file_name"] == "alpine-lakes-field-guide.pdf" and hit["page_start"] <= 2 <= hit["page_end"]

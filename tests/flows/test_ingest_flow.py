@@ -1,0 +1,111 @@
+"""The ingest flow through Prefect: outcomes, artifacts, retries, search, run-level failures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flows.ingest_flow import ingest_documents
+from flows.report import artifact_key
+from tasks.core.errors import SourceUnavailableError, StoreUnavailableError
+from tasks.core.models import Status
+from tasks.core.process import FileProcessor
+from tasks.core.search import search
+from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
+from tests.conftest import MIXED, MIXED_EXPECTED, free_port, upload_folder
+
+pytestmark = pytest.mark.flow
+
+
+def outcome_map(summary):
+    return {o.source.rsplit("/", 1)[-1]: (o.status.value, o.reason.value) for o in summary.files}
+
+
+def read_task_runs(flow_run_id):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+
+def test_mixed_batch_outcomes_artifacts_and_search(ingest_env):
+    from prefect.artifacts import Artifact
+
+    summary = ingest_documents(IngestParams(sources=[str(MIXED)], collection="mixed"))
+    assert outcome_map(summary) == MIXED_EXPECTED
+    t = summary.totals
+    assert (t.files, t.indexed, t.failed, t.skipped) == (13, 6, 4, 3)
+
+    table = Artifact.get(artifact_key("mixed"))
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert {r["source"].rsplit("/", 1)[-1]: (r["status"], r["reason"]) for r in rows} == MIXED_EXPECTED
+    assert str(table.flow_run_id) == summary.run_id
+    totals = Artifact.get(f"{artifact_key('mixed')}-totals")
+    assert "| 13 | 6 | 0 | 3 | 4 |" in totals.data and "encrypted" in totals.data
+
+    # 13 files in groups of 4: 4 ingest task runs plus the collection check, not one per file.
+    names = sorted(r.name for r in read_task_runs(summary.run_id))
+    assert len(names) == 5 and sum(n.startswith("ingest-") for n in names) == 4
+
+    config = PipelineConfig.build(IngestSettings(), IngestParams(sources=["."], collection="mixed"))
+    [hit] = search("why is glacier lake water turquoise? rock flour", config, limit=1)
+    assert hit.file_name == "alpine-lakes.pdf" and hit.page_start <= 2 <= hit.page_end
+
+    again = ingest_documents(IngestParams(sources=[str(MIXED)], collection="mixed"))
+    assert again.totals.unchanged == 6 and again.totals.indexed == 0
+
+
+def test_transient_fault_is_retried_by_prefect_for_that_file_only(ingest_env, monkeypatch):
+    original = FileProcessor._read
+    calls: dict[str, int] = {}
+
+    def flaky_read(self, file):
+        calls[file.name] = calls.get(file.name, 0) + 1
+        if file.name == "heat-pumps.txt" and calls[file.name] == 1:
+            raise SourceUnavailableError("connection reset by peer")
+        return original(self, file)
+
+    monkeypatch.setattr(FileProcessor, "_read", flaky_read)
+    summary = ingest_documents(IngestParams(sources=[str(MIXED)], include=["*.txt"], collection="flaky"))
+    assert outcome_map(summary)["heat-pumps.txt"] == ("indexed", "ok")
+    assert calls["heat-pumps.txt"] == 2
+    assert all(n == 1 for name, n in calls.items() if name != "heat-pumps.txt")
+    runs = {r.name: r for r in read_task_runs(summary.run_id)}
+    retried = [r for r in runs.values() if r.run_count == 2]
+    assert len(retried) == 1 and retried[0].state.is_completed()
+
+
+def test_exhausted_retries_fail_one_file_not_the_batch(ingest_env, monkeypatch):
+    monkeypatch.setenv("INGEST_RETRIES", "2")
+    original = FileProcessor._read
+
+    def broken_for_one(self, file):
+        if file.name == "heat-pumps.txt":
+            raise SourceUnavailableError("endpoint timed out")
+        return original(self, file)
+
+    monkeypatch.setattr(FileProcessor, "_read", broken_for_one)
+    summary = ingest_documents(IngestParams(sources=[str(MIXED)], include=["*.txt"], collection="down"))
+    outcomes = {o.source.rsplit("/", 1)[-1]: o for o in summary.files}
+    assert (outcomes["heat-pumps.txt"].status, outcomes["heat-pumps.txt"].reason.value) == (
+        Status.FAILED, "source_unavailable")
+    assert "gave up after retries" in outcomes["heat-pumps.txt"].detail
+    assert outcomes["cafe-cp1252.txt"].status is Status.INDEXED
+    assert max(r.run_count for r in read_task_runs(summary.run_id)) == 3
+
+
+def test_s3_prefix_through_the_flow(ingest_env, s3_bucket):
+    upload_folder(s3_bucket, "incoming", MIXED)
+    summary = ingest_documents(IngestParams(sources=[f"s3://{s3_bucket}/incoming/"], collection="s3docs"))
+    assert outcome_map(summary) == MIXED_EXPECTED
+    assert all(o.source.startswith(f"s3://{s3_bucket}/incoming/") for o in summary.files)
+
+
+def test_unreachable_store_fails_the_run_before_any_file(monkeypatch):
+    monkeypatch.setenv("QDRANT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("INGEST_RETRIES", "1")
+    monkeypatch.setenv("INGEST_RETRY_BACKOFF_S", "0")
+    with pytest.raises(StoreUnavailableError):
+        ingest_documents(IngestParams(sources=[str(MIXED)], collection="nowhere"))
