@@ -21,7 +21,7 @@ _SENTENCE_END = frozenset(".!?…。！？")
 _CLOSERS = frozenset("\"')]»”’")
 
 # Boundary strengths, strongest first.
-PARAGRAPH, SENTENCE, LINE, WORD, PUNCT, INSIDE_WORD = 5, 4, 3, 2, 1, 0
+PAGE, PARAGRAPH, SENTENCE, LINE, WORD, PUNCT, INSIDE_WORD = 6, 5, 4, 3, 2, 1, 0
 
 
 def boundary_strength(text: str, prev_end: int, next_start: int) -> int:
@@ -74,8 +74,11 @@ class Chunker:
             position += len(page.text) + len(PAGE_SEPARATOR)
         numbers = [page.number for page in document.pages]
         offsets = self.tokenizer.encode(text, add_special_tokens=False).offsets
+        token_starts = [start for start, _ in offsets]
+        # Token index where each page after the first begins (sorted).
+        page_breaks = sorted({bisect.bisect_left(token_starts, at) for at in page_starts[1:]})
         chunks: list[Chunk] = []
-        for start, end in self._windows(text, offsets):
+        for start, end in self._windows(text, offsets, page_breaks):
             char_start, char_end = offsets[start][0], offsets[end - 1][1]
             piece = text[char_start:char_end]
             count = self.count_tokens(piece)
@@ -97,18 +100,30 @@ class Chunker:
             ))
         return chunks
 
-    def _windows(self, text: str, offsets: Sequence[tuple[int, int]]):
-        """Yield ``(start, end)`` token ranges covering all tokens, cut at strong boundaries."""
+    def _windows(self, text: str, offsets: Sequence[tuple[int, int]], page_breaks: list[int]):
+        """Yield ``(start, end)`` token ranges covering all tokens, cut at strong boundaries.
+
+        A page break ends a chunk once it holds a quarter of ``chunk_tokens`` (so hits cite one
+        page where they can), other boundaries once it holds half; overlap never reaches back
+        across a page break.
+        """
         total = len(offsets)
         size, overlap = self.chunk_tokens, self.overlap
+        break_set = set(page_breaks)
 
         def strength(j: int) -> int:
+            if j in break_set:
+                return PAGE
             return boundary_strength(text, offsets[j - 1][1], offsets[j][0])
 
         start = 0
         while start < total:
             end = min(start + size, total)
-            if end < total:
+            # The first page break past a quarter of the window, if the window reaches one.
+            at = bisect.bisect_left(page_breaks, start + max(1, size // 4))
+            if at < len(page_breaks) and page_breaks[at] < end:
+                end = page_breaks[at]
+            elif end < total:
                 # Latest position of the strongest boundary in the back half of the window.
                 lowest = start + max(1, size // 2)
                 end = max(range(lowest, end + 1), key=lambda j: (strength(j), j))
@@ -116,6 +131,8 @@ class Chunker:
             if end >= total:
                 return
             # Start the overlap at a sentence start within it if there is one, else as early as
-            # a word starts; never mid-word and never where the next window would not advance.
-            window = range(max(end - overlap, start + 1), end)
+            # a word starts; never mid-word, never on an earlier page, and always advancing.
+            before = bisect.bisect_right(page_breaks, end)
+            floor = max(end - overlap, start + 1, page_breaks[before - 1] if before else 0)
+            window = range(floor, end)
             start = max(window, key=lambda j: (min(strength(j), SENTENCE), -j)) if window else end

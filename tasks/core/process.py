@@ -93,7 +93,7 @@ class FileProcessor:
                     and known.config_fingerprint == self.fingerprint):
                 return FileOutcome(source=file.uri, status=Status.UNCHANGED, reason=Reason.UNCHANGED,
                                    detail="already indexed with the same content and settings",
-                                   chunks=known.chunk_count,
+                                   chunks=known.chunk_count, pages=known.page_count,
                                    seconds=round(time.perf_counter() - started, 3))
         document = read_document(data, file.name, max_pages=self.config.max_pages)
         chunks = self.chunker.chunk_document(document)

@@ -31,6 +31,7 @@ class IndexedFile:
     content_sha256: str
     config_fingerprint: str
     chunk_count: int
+    page_count: int | None
     consistent: bool  # every point of the source belongs to this one version, none missing
 
 
@@ -138,7 +139,8 @@ class QdrantStore:
         same = self.client.count(collection, exact=True, count_filter=self._source_filter(
             source, content_sha256=sha, config_fingerprint=fingerprint)).count
         return IndexedFile(content_sha256=sha, config_fingerprint=fingerprint,
-                           chunk_count=chunk_count, consistent=total == same == chunk_count)
+                           chunk_count=chunk_count, page_count=payload.get("page_count"),
+                           consistent=total == same == chunk_count)
 
     @_translate
     def replace_file_points(self, collection: str, source: str, points: Sequence[Any], *,

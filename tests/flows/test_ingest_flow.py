@@ -55,6 +55,8 @@ def test_mixed_batch_outcomes_artifacts_and_search(ingest_env):
 
     again = ingest_documents(IngestParams(sources=[str(MIXED)], collection="mixed"))
     assert again.totals.unchanged == 6 and again.totals.indexed == 0
+    unchanged = {o.source.rsplit("/", 1)[-1]: o for o in again.files}["alpine-lakes.pdf"]
+    assert (unchanged.pages, unchanged.chunks) == (4, 4)
 
 
 def test_transient_fault_is_retried_by_prefect_for_that_file_only(ingest_env, monkeypatch):

@@ -123,3 +123,22 @@ def test_config_is_checked_against_the_model(tokenizer):
         Chunker(tokenizer, chunk_tokens=512, overlap=0, max_tokens=MAX_TOKENS)
     with pytest.raises(ConfigError, match="half"):
         Chunker(tokenizer, chunk_tokens=64, overlap=40, max_tokens=MAX_TOKENS)
+
+
+def test_page_breaks_cut_chunks_and_overlap_stays_on_its_page(tokenizer):
+    chunker = Chunker(tokenizer, chunk_tokens=192, overlap=32, max_tokens=MAX_TOKENS)
+    pages = [prose(1, 5), prose(1, 5), prose(2, 4)]  # ~70-110 tokens each
+    chunks = chunker.chunk_document(pdf_document(*pages))
+    assert [(c.page_start, c.page_end) for c in chunks] == [(1, 1), (2, 2), (3, 3)]
+
+
+def test_long_pages_still_overlap_within_a_page(tokenizer):
+    chunker = Chunker(tokenizer, chunk_tokens=64, overlap=16, max_tokens=MAX_TOKENS)
+    chunks = chunker.chunk_document(pdf_document(prose(6), prose(6)))
+    for first, second in zip(chunks, chunks[1:]):
+        if first.page_end == second.page_start:
+            assert second.char_start < first.char_end
+        else:  # a new page starts a fresh chunk: nothing from the previous page
+            assert second.char_start >= first.char_end
+    assert {c.page_start for c in chunks} == {1, 2}
+    assert all(c.page_start == c.page_end for c in chunks)
