@@ -30,6 +30,20 @@ def read_task_runs(flow_run_id):
         return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
 
 
+def read_artifacts(flow_run_id, kind):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterType,
+    )
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+            type=ArtifactFilterType(any_=[kind])))
+
+
 def test_mixed_batch_outcomes_artifacts_and_search(ingest_env):
     from prefect.artifacts import Artifact
 
@@ -44,6 +58,9 @@ def test_mixed_batch_outcomes_artifacts_and_search(ingest_env):
     assert str(table.flow_run_id) == summary.run_id
     totals = Artifact.get(f"{artifact_key('mixed')}-totals")
     assert "| 13 | 6 | 0 | 3 | 4 |" in totals.data and "encrypted" in totals.data
+
+    [progress] = read_artifacts(summary.run_id, "progress")
+    assert progress.data == 100.0
 
     # 13 files in groups of 4: 4 ingest task runs plus the collection check, not one per file.
     names = sorted(r.name for r in read_task_runs(summary.run_id))
