@@ -54,7 +54,8 @@ def _configure_prefect(verbose: bool) -> None:
 
 
 def _status_style(status: str) -> str:
-    return {"indexed": "green", "unchanged": "cyan", "skipped": "yellow", "failed": "red"}[status]
+    return {"indexed": "green", "updated": "green", "unchanged": "cyan", "skipped": "yellow",
+            "failed": "red", "deleted": "magenta"}[status]
 
 
 def _display_name(uri: str, sources: list[str]) -> str:
@@ -83,9 +84,13 @@ def _print_summary(summary, sources: list[str]) -> None:
                       o.detail)
     out.print(table)
     t = summary.totals
-    out.print(f"{t.files} files: [green]{t.indexed} indexed[/], [cyan]{t.unchanged} unchanged[/], "
-              f"[yellow]{t.skipped} skipped[/], [red]{t.failed} failed[/] — {t.chunks} chunks "
-              f"in {t.seconds:.1f}s ({t.chunks_per_second} chunks/s)", highlight=False)
+    counts = ", ".join(f"[{_status_style(name)}]{count} {name}[/]" for name, count in (
+        ("indexed", t.indexed), ("updated", t.updated), ("unchanged", t.unchanged),
+        ("skipped", t.skipped), ("failed", t.failed), ("deleted", t.deleted)) if count)
+    out.print(f"{t.files} files: {counts or 'none'} — {t.chunks} chunks embedded in {t.seconds:.1f}s "
+              f"({t.chunks_per_second} chunks/s)", highlight=False)
+    if summary.prune is not None and summary.prune.refused:
+        err.print(f"[bold yellow]warning:[/] {summary.prune.refused}", highlight=False)
 
 
 @app.command()
@@ -93,7 +98,12 @@ def run(
     sources: Annotated[list[str], typer.Argument(help="Folders, files, s3://bucket/prefix/ or s3://bucket/key")],
     collection: Annotated[Optional[str], typer.Option(help="Qdrant collection [INGEST_COLLECTION]")] = None,
     include: Annotated[Optional[list[str]], typer.Option("--include", "-i", help="Glob on relative path or name; repeatable")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Re-embed files even when already indexed unchanged")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Re-embed files even when already indexed unchanged; "
+                                                 "recreate a collection of another vector size")] = False,
+    prune: Annotated[bool, typer.Option(help="Delete indexed files that are no longer in SOURCES")] = False,
+    prune_max_fraction: Annotated[float, typer.Option(help="Refuse a prune deleting more than this "
+                                                           "fraction of the collection's files")] = 0.5,
+    force_prune: Annotated[bool, typer.Option(help="Prune even beyond --prune-max-fraction")] = False,
     chunk_tokens: Annotated[Optional[int], typer.Option(help="Tokens per chunk [INGEST_CHUNK_TOKENS]")] = None,
     chunk_overlap: Annotated[Optional[int], typer.Option(help="Overlap in tokens [INGEST_CHUNK_OVERLAP]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table")] = False,
@@ -109,7 +119,8 @@ def run(
     try:
         params = IngestParams(sources=sources, include=include or [], collection=collection,
                               overwrite=overwrite, chunk_tokens=chunk_tokens,
-                              chunk_overlap=chunk_overlap)
+                              chunk_overlap=chunk_overlap, prune=prune or force_prune,
+                              prune_max_fraction=prune_max_fraction, force_prune=force_prune)
     except ValidationError as exc:
         _fail(_validation_message(exc), 2)
     settings = _settings()

@@ -21,7 +21,7 @@ from flows.report import publish_summary
 from tasks.core.models import FileOutcome, Reason, RunSummary, SourceFile
 from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
 from tasks.core.sources import discover_files
-from tasks.ingest import ingest_files, prepare_collection
+from tasks.ingest import ingest_files, prepare_collection, prune_collection
 
 
 def _retry_options(settings: IngestSettings) -> dict:
@@ -64,8 +64,12 @@ def ingest_documents(params: IngestParams) -> RunSummary:
         outcomes.extend(finished)
         progress.update(done=len(finished))
 
+    # Prune needs every listed URI; only then is the (growing) set kept.
+    listed: set[str] | None = set() if params.prune else None
     files = discover_files(params.sources, params.include)
     while group := list(itertools.islice(files, settings.files_per_task)):
+        if listed is not None:
+            listed.update(file.uri for file in group)
         pending.append((group, ingest.submit(group, config)))
         progress.update(found=len(group))
         while len(pending) >= in_flight:
@@ -74,11 +78,17 @@ def ingest_documents(params: IngestParams) -> RunSummary:
     while pending:
         collect_oldest()
 
+    prune = None
+    if listed is not None:  # reached only when the listing completed without error
+        prune, deleted = prune_collection.with_options(**retry)(config, params, listed)
+        outcomes.extend(deleted)
+
     summary = RunSummary.from_outcomes(outcomes, collection=config.collection,
                                        seconds=time.perf_counter() - started,
-                                       run_id=flow_run.get_id())
+                                       run_id=flow_run.get_id(), prune=prune)
     publish_summary(summary)
     t = summary.totals
-    logger.info("%d files: %d indexed, %d unchanged, %d skipped, %d failed; %d chunks in %.1fs",
-                t.files, t.indexed, t.unchanged, t.skipped, t.failed, t.chunks, t.seconds)
+    logger.info("%d files: %d indexed, %d updated, %d unchanged, %d skipped, %d failed, %d deleted; "
+                "%d chunks in %.1fs", t.files, t.indexed, t.updated, t.unchanged, t.skipped, t.failed,
+                t.deleted, t.chunks, t.seconds)
     return summary

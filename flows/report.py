@@ -28,11 +28,14 @@ def summary_markdown(summary: RunSummary) -> str:
     lines = [
         f"# Ingest run into `{summary.collection}`",
         "",
-        "| files | indexed | unchanged | skipped | failed | pages | chunks | seconds | chunks/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {t.files} | {t.indexed} | {t.unchanged} | {t.skipped} | {t.failed} | {t.pages} "
-        f"| {t.chunks} | {t.seconds} | {t.chunks_per_second} |",
+        "| files | indexed | updated | unchanged | skipped | failed | deleted | pages | chunks "
+        "| seconds | chunks/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {t.files} | {t.indexed} | {t.updated} | {t.unchanged} | {t.skipped} | {t.failed} "
+        f"| {t.deleted} | {t.pages} | {t.chunks} | {t.seconds} | {t.chunks_per_second} |",
     ]
+    if summary.prune is not None and summary.prune.refused:
+        lines += ["", f"**{summary.prune.refused}**"]
     problems = [o for o in summary.files if o.status.value in ("failed", "skipped")]
     if problems:
         lines += ["", "## Not indexed", "", "| source | status | reason | detail |", "|---|---|---|---|"]

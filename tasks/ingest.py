@@ -10,9 +10,11 @@ from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
 from tasks.core.errors import TransientError
-from tasks.core.models import FileOutcome, SourceFile
+from tasks.core.models import FileOutcome, PruneReport, SourceFile
 from tasks.core.process import prepare_store, process_files, processor_for
-from tasks.core.settings import PipelineConfig
+from tasks.core.prune import prune_missing
+from tasks.core.settings import IngestParams, PipelineConfig
+from tasks.core.store import get_store
 
 # Outcomes of files a task run has finished, kept across that run's retries so a retry redoes
 # only the files that failed transiently. Entries live until the run's last attempt returns.
@@ -62,3 +64,18 @@ def ingest_files(files: list[SourceFile], config: PipelineConfig) -> list[FileOu
         logger.info("%s: %s %s (%d chunks) %s", outcome.source, outcome.status.value,
                     outcome.reason.value, outcome.chunks, outcome.detail)
     return outcomes
+
+
+@task(name="prune-missing", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+def prune_collection(config: PipelineConfig, params: IngestParams,
+                     listed: set[str]) -> tuple[PruneReport, list[FileOutcome]]:
+    """Delete files no longer in the sources (after a complete listing), within the guard."""
+    report, outcomes = prune_missing(
+        get_store(config.store), config.collection, listed=listed, sources=params.sources,
+        include=params.include, max_fraction=params.prune_max_fraction, force=params.force_prune)
+    logger = get_run_logger()
+    if report.refused:
+        logger.warning(report.refused)
+    else:
+        logger.info("pruned %d of %d indexed files", report.deleted, report.indexed_files)
+    return report, outcomes

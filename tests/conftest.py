@@ -128,3 +128,44 @@ def upload_folder(bucket: str, prefix: str, folder: Path) -> None:
         if path.is_file():
             fs.pipe(f"{bucket}/{prefix}/{path.relative_to(folder).as_posix()}", path.read_bytes())
     fs.invalidate_cache()
+
+
+def make_config(store_path, **params):
+    """A PipelineConfig for collection 'docs' in an embedded store at ``store_path``."""
+    from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
+
+    settings = IngestSettings(qdrant_path=store_path)
+    return PipelineConfig.build(settings, IngestParams(sources=["."], collection="docs", **params))
+
+
+def run_all(config, sources, *, include=(), group=8):
+    """One ingest run without Prefect: prepare, then groups of files through process_files."""
+    from tasks.core.process import prepare_store, process_files, processor_for
+    from tasks.core.sources import discover_files
+
+    prepare_store(config)
+    files = list(discover_files(sources, include))
+    outcomes = []
+    for begin in range(0, len(files), group):
+        outcomes += process_files(processor_for(config), files[begin:begin + group], done={}, give_up=True)
+    return {file.name: outcome for file, outcome in zip(files, outcomes)}
+
+
+def snapshot(config) -> dict:
+    """Every point as {id: (payload without ingested_at, vector)}."""
+    from tasks.core.store import get_store
+
+    records, _ = get_store(config.store).client.scroll(config.collection, limit=100_000,
+                                                        with_vectors=True)
+    return {str(r.id): ({k: v for k, v in r.payload.items() if k != "ingested_at"}, r.vector)
+            for r in records}
+
+
+def assert_same_store(actual: dict, expected: dict) -> None:
+    """Same point IDs, same payloads, vectors equal up to float noise."""
+    import numpy as np
+
+    assert set(actual) == set(expected)
+    for point_id, (payload, vector) in expected.items():
+        assert actual[point_id][0] == payload, point_id
+        assert np.allclose(actual[point_id][1], vector, atol=1e-4), point_id

@@ -17,10 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field
 class Status(str, enum.Enum):
     """What happened to a file, in one word."""
 
-    INDEXED = "indexed"
-    UNCHANGED = "unchanged"
+    INDEXED = "indexed"      # new in the collection
+    UPDATED = "updated"      # replaced an older version (content or settings changed)
+    UNCHANGED = "unchanged"  # already indexed as it is: nothing embedded
     SKIPPED = "skipped"
     FAILED = "failed"
+    DELETED = "deleted"      # pruned: no longer in the source
 
 
 class Reason(str, enum.Enum):
@@ -28,6 +30,7 @@ class Reason(str, enum.Enum):
 
     OK = "ok"
     UNCHANGED = "unchanged"
+    NOT_IN_SOURCE = "not_in_source"
     UNSUPPORTED_TYPE = "unsupported_type"
     EMPTY = "empty"
     NO_TEXT = "no_text"
@@ -63,6 +66,17 @@ class SourceFile(BaseModel):
     size: int | None = None
     etag: str | None = None
     modified: datetime | None = None
+
+    @property
+    def signature(self) -> str | None:
+        """What the listing says about the bytes (size + ETag or mtime); ``None`` if unknown.
+
+        Equal signatures let a re-run skip a file without downloading it.
+        """
+        marker = self.etag or (self.modified.isoformat() if self.modified else None)
+        if self.size is None or marker is None:
+            return None
+        return f"{self.size}:{marker}"
 
 
 @dataclass(frozen=True)
@@ -131,13 +145,25 @@ class RunTotals(BaseModel):
 
     files: int = 0
     indexed: int = 0
+    updated: int = 0
     unchanged: int = 0
     skipped: int = 0
     failed: int = 0
+    deleted: int = 0
     pages: int = 0
     chunks: int = 0
     seconds: float = 0.0
     chunks_per_second: float = 0.0
+
+
+class PruneReport(BaseModel):
+    """What ``--prune`` did: how many files it deleted, or why it refused to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    deleted: int = 0
+    indexed_files: int = 0
+    refused: str | None = None
 
 
 class RunSummary(BaseModel):
@@ -149,25 +175,29 @@ class RunSummary(BaseModel):
     collection: str
     files: list[FileOutcome]
     totals: RunTotals
+    prune: PruneReport | None = None
 
     @classmethod
     def from_outcomes(cls, outcomes: list[FileOutcome], *, collection: str, seconds: float,
-                      run_id: str | None = None) -> RunSummary:
+                      run_id: str | None = None, prune: PruneReport | None = None) -> RunSummary:
         """Aggregate per-file outcomes (sorted by source for stable output)."""
         ordered = sorted(outcomes, key=lambda o: o.source)
         counts = {status: 0 for status in Status}
         for outcome in ordered:
             counts[outcome.status] += 1
-        chunks = sum(o.chunks for o in ordered if o.status is Status.INDEXED)
+        # Chunks embedded by this run (unchanged files report what they already hold).
+        chunks = sum(o.chunks for o in ordered if o.status in (Status.INDEXED, Status.UPDATED))
         totals = RunTotals(
             files=len(ordered),
             indexed=counts[Status.INDEXED],
+            updated=counts[Status.UPDATED],
             unchanged=counts[Status.UNCHANGED],
             skipped=counts[Status.SKIPPED],
             failed=counts[Status.FAILED],
+            deleted=counts[Status.DELETED],
             pages=sum(o.pages or 0 for o in ordered),
             chunks=chunks,
             seconds=round(seconds, 3),
             chunks_per_second=round(chunks / seconds, 2) if seconds > 0 else 0.0,
         )
-        return cls(run_id=run_id, collection=collection, files=ordered, totals=totals)
+        return cls(run_id=run_id, collection=collection, files=ordered, totals=totals, prune=prune)

@@ -23,7 +23,7 @@ from tasks.core.models import Document, FileOutcome, Reason, SourceFile, Status
 from tasks.core.readers import HEAD_BYTES, PDF_MAGIC, TEXT_SUFFIXES, read_document, sniff_kind
 from tasks.core.settings import PipelineConfig
 from tasks.core.sources import read_bytes
-from tasks.core.store import QdrantStore, get_store
+from tasks.core.store import HEAD_INDEX, FileHead, QdrantStore, get_store
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,18 @@ class FileProcessor:
         return config_fingerprint(model=self.config.model, chunk_tokens=self.config.chunk_tokens,
                                   chunk_overlap=self.config.chunk_overlap)
 
-    def process(self, file: SourceFile) -> FileOutcome:
-        """Ingest one file and say what happened; raises only ``TransientError``."""
+    def known_files(self, files: list[SourceFile]) -> dict[str, FileHead]:
+        """What the collection already holds for these files (one store request)."""
+        return self.store.file_heads(self.config.collection, [f.uri for f in files])
+
+    def process(self, file: SourceFile, known: FileHead | None = None) -> FileOutcome:
+        """Ingest one file and say what happened; raises only ``TransientError``.
+
+        ``known`` is the file's head in the store (from ``known_files``), if it has one.
+        """
         started = time.perf_counter()
         try:
-            return self._process(file, started)
+            return self._process(file, known, started)
         except FileRejected as exc:
             return FileOutcome.rejected(file.uri, exc.reason, exc.detail, pages=exc.pages,
                                         seconds=time.perf_counter() - started)
@@ -84,17 +91,25 @@ class FileProcessor:
             raise FileRejected(Reason.TOO_LARGE, f"over the limit of {limit} bytes")
         return data
 
-    def _process(self, file: SourceFile, started: float) -> FileOutcome:
+    def _unchanged(self, file: SourceFile, head: FileHead, started: float) -> FileOutcome:
+        return FileOutcome(source=file.uri, status=Status.UNCHANGED, reason=Reason.UNCHANGED,
+                           detail="already indexed with the same content and settings",
+                           chunks=head.chunk_count, pages=head.page_count,
+                           seconds=round(time.perf_counter() - started, 3))
+
+    def _process(self, file: SourceFile, known: FileHead | None, started: float) -> FileOutcome:
+        # A head from a finished write with today's settings is what "already indexed" means.
+        current = (known if known is not None and known.complete and not self.config.overwrite
+                   and known.config_fingerprint == self.fingerprint else None)
+        if current is not None and file.signature is not None and current.signature == file.signature:
+            return self._unchanged(file, current, started)  # the listing suffices: no download
         data = self._read(file)
         sha = hashlib.sha256(data).hexdigest()
-        if not self.config.overwrite:
-            known = self.store.indexed_file(self.config.collection, file.uri)
-            if (known is not None and known.consistent and known.content_sha256 == sha
-                    and known.config_fingerprint == self.fingerprint):
-                return FileOutcome(source=file.uri, status=Status.UNCHANGED, reason=Reason.UNCHANGED,
-                                   detail="already indexed with the same content and settings",
-                                   chunks=known.chunk_count, pages=known.page_count,
-                                   seconds=round(time.perf_counter() - started, 3))
+        if current is not None and current.content_sha256 == sha:
+            # Same bytes under a new signature (touched, re-uploaded): remember the new one.
+            self.store.update_signature(self.config.collection, point_id(file.uri, HEAD_INDEX),
+                                        file.signature)
+            return self._unchanged(file, current, started)
         document = read_document(data, file.name, max_pages=self.config.max_pages)
         chunks = self.chunker.chunk_document(document)
         if not chunks:
@@ -108,8 +123,8 @@ class FileProcessor:
         detail = ""
         if document.unreadable_pages:
             detail = f"text extraction failed on page(s) {list(document.unreadable_pages)}"
-        return FileOutcome(source=file.uri, status=Status.INDEXED, detail=detail,
-                           pages=document.page_count, chunks=len(chunks),
+        return FileOutcome(source=file.uri, status=Status.INDEXED if known is None else Status.UPDATED,
+                           detail=detail, pages=document.page_count, chunks=len(chunks),
                            seconds=round(time.perf_counter() - started, 3))
 
     def _points(self, file: SourceFile, document: Document, sha: str, chunks, vectors) -> list:
@@ -118,8 +133,8 @@ class FileProcessor:
         ingested_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         common = {"source": file.uri, "file_name": file.name, "content_sha256": sha,
                   "config_fingerprint": self.fingerprint, "chunk_count": len(chunks),
-                  "page_count": document.page_count, "model": self.config.model,
-                  "ingested_at": ingested_at}
+                  "page_count": document.page_count, "source_signature": file.signature,
+                  "model": self.config.model, "ingested_at": ingested_at}
         return [PointStruct(id=point_id(file.uri, chunk.chunk_index), vector=vector.tolist(),
                             payload={"text": chunk.text, "chunk_index": chunk.chunk_index,
                                      "page_start": chunk.page_start, "page_end": chunk.page_end,
@@ -139,9 +154,13 @@ def processor_for(config: PipelineConfig) -> FileProcessor:
 
 
 def prepare_store(config: PipelineConfig) -> int:
-    """Validate the config against the model and make the collection ready; returns its size."""
+    """Validate the config against the model and make the collection ready; returns its size.
+
+    With ``overwrite``, a collection whose vectors do not fit the model is dropped and recreated.
+    """
     processor = processor_for(config)
-    processor.store.ensure_collection(config.collection, processor.embedder.dimension)
+    processor.store.ensure_collection(config.collection, processor.embedder.dimension,
+                                      recreate_on_mismatch=config.overwrite)
     return processor.embedder.dimension
 
 
@@ -154,18 +173,19 @@ def process_files(processor: FileProcessor, files: Iterable[SourceFile], *,
     ``give_up`` (the last attempt), when they become ``failed`` outcomes with their reason.
     """
     files = list(files)
+    pending = [file for file in files if file.uri not in done]
     failures: list[tuple[SourceFile, TransientError]] = []
-    for file in files:
-        if file.uri in done:
-            continue
+    try:
+        known = processor.known_files(pending) if pending else {}
+    except TransientError as exc:
+        known, failures, pending = {}, [(file, exc) for file in pending], []
+    for file in pending:
         try:
-            done[file.uri] = processor.process(file)
+            done[file.uri] = processor.process(file, known.get(file.uri))
         except TransientError as exc:
-            if give_up:
-                done[file.uri] = FileOutcome.rejected(file.uri, exc.reason,
-                                                      f"gave up after retries: {exc}")
-            else:
-                failures.append((file, exc))
-    if failures:
+            failures.append((file, exc))
+    if failures and not give_up:
         raise RetryableFilesError(failures)
+    for file, exc in failures:
+        done[file.uri] = FileOutcome.rejected(file.uri, exc.reason, f"gave up after retries: {exc}")
     return [done[file.uri] for file in files]

@@ -78,7 +78,17 @@ class IngestParams(BaseModel):
         description="Tokens shared by neighbouring chunks (default: INGEST_CHUNK_OVERLAP)")
     overwrite: bool = Field(
         False, title="Overwrite",
-        description="Re-embed every file even when it is already indexed unchanged")
+        description="Re-embed every file even when it is already indexed unchanged (and drop "
+                    "and recreate a collection whose vector size does not fit the model)")
+    prune: bool = Field(
+        False, title="Prune",
+        description="After a complete listing, delete the points of files no longer in the sources")
+    prune_max_fraction: float = Field(
+        0.5, ge=0.0, le=1.0, title="Prune limit",
+        description="Refuse to prune (and delete nothing) when it would delete more than this "
+                    "fraction of the collection's files")
+    force_prune: bool = Field(
+        False, title="Force prune", description="Prune even beyond the prune limit")
 
     @model_validator(mode="after")
     def _chunking(self) -> IngestParams:

@@ -13,6 +13,7 @@ import errno
 import fnmatch
 import os
 from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
@@ -62,7 +63,8 @@ def filesystem(protocol: str) -> fsspec.AbstractFileSystem:
 def _local_file(path: Path) -> SourceFile:
     stat = path.stat()
     return SourceFile(uri=path.as_uri(), protocol="file", path=str(path), name=path.name,
-                      size=stat.st_size)
+                      size=stat.st_size,
+                      modified=datetime.fromtimestamp(stat.st_mtime_ns / 1e9, tz=timezone.utc))
 
 
 def _iter_local(root: Path, include: list[str]) -> Iterator[SourceFile]:

@@ -24,15 +24,19 @@ T = TypeVar("T")
 SOURCE_FIELD = "source"
 
 
+HEAD_INDEX = 0  # a file's chunk 0 is its head point: it carries the file's commit marker
+
+
 @dataclass(frozen=True)
-class IndexedFile:
-    """What the store holds for one source file (read from its points' payloads)."""
+class FileHead:
+    """What the store holds for one source file, read from its head point's payload."""
 
     content_sha256: str
     config_fingerprint: str
     chunk_count: int
     page_count: int | None
-    consistent: bool  # every point of the source belongs to this one version, none missing
+    signature: str | None
+    complete: bool  # the last write of this file finished: all its points are this version
 
 
 @dataclass(frozen=True)
@@ -94,13 +98,19 @@ class QdrantStore:
                 yield
 
     @_translate
-    def ensure_collection(self, name: str, dimension: int) -> None:
+    def ensure_collection(self, name: str, dimension: int, *, recreate_on_mismatch: bool = False) -> None:
         """Create the collection (cosine, ``dimension``) or check that the existing one fits.
 
-        Raises ``CollectionMismatchError`` before anything is written when it does not.
+        Raises ``CollectionMismatchError`` before anything is written when it does not — unless
+        ``recreate_on_mismatch`` (``--overwrite``), which drops it and starts afresh.
         """
         from qdrant_client import models
 
+        if recreate_on_mismatch and self.client.collection_exists(name):
+            vectors = self.client.get_collection(name).config.params.vectors
+            if not (isinstance(vectors, models.VectorParams) and vectors.size == dimension
+                    and vectors.distance == models.Distance.COSINE):
+                self.client.delete_collection(name)
         if not self.client.collection_exists(name):
             self.client.create_collection(
                 name, vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE))
@@ -110,53 +120,95 @@ class QdrantStore:
         vectors = self.client.get_collection(name).config.params.vectors
         if not isinstance(vectors, models.VectorParams):
             raise CollectionMismatchError(
-                f"collection {name!r} uses named vectors; it was not created by this tool")
+                f"collection {name!r} uses named vectors; it was not created by this tool "
+                "(choose another collection, or pass --overwrite to drop and recreate it)")
         if vectors.size != dimension or vectors.distance != models.Distance.COSINE:
             raise CollectionMismatchError(
                 f"collection {name!r} holds {vectors.size}-d {vectors.distance.value} vectors but the "
-                f"model makes {dimension}-d Cosine ones; choose another collection")
+                f"model makes {dimension}-d Cosine ones; choose another collection, or pass "
+                "--overwrite to drop and recreate it")
 
     @staticmethod
-    def _source_filter(source: str, **extra: Any):
+    def _source_filter(source: str | list[str], **extra: Any):
         from qdrant_client import models
 
-        must = [models.FieldCondition(key=SOURCE_FIELD, match=models.MatchValue(value=source))]
+        match = (models.MatchAny(any=source) if isinstance(source, list)
+                 else models.MatchValue(value=source))
+        must = [models.FieldCondition(key=SOURCE_FIELD, match=match)]
         for key, value in extra.items():
             must.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
         return models.Filter(must=must)
 
     @_translate
-    def indexed_file(self, collection: str, source: str) -> IndexedFile | None:
-        """What is stored for ``source``, or ``None``; cheap: one point read and two counts."""
-        points, _ = self.client.scroll(collection, scroll_filter=self._source_filter(source),
-                                       limit=1, with_payload=True, with_vectors=False)
-        if not points:
-            return None
-        payload = points[0].payload or {}
-        sha, fingerprint = payload.get("content_sha256", ""), payload.get("config_fingerprint", "")
-        chunk_count = int(payload.get("chunk_count", -1))
-        total = self.client.count(collection, count_filter=self._source_filter(source), exact=True).count
-        same = self.client.count(collection, exact=True, count_filter=self._source_filter(
-            source, content_sha256=sha, config_fingerprint=fingerprint)).count
-        return IndexedFile(content_sha256=sha, config_fingerprint=fingerprint,
-                           chunk_count=chunk_count, page_count=payload.get("page_count"),
-                           consistent=total == same == chunk_count)
+    def file_heads(self, collection: str, sources: list[str]) -> dict[str, FileHead]:
+        """Head payloads of ``sources`` that are indexed: one request for a whole group."""
+        if not sources:
+            return {}
+        points, _ = self.client.scroll(
+            collection, scroll_filter=self._source_filter(sources, chunk_index=HEAD_INDEX),
+            limit=len(sources) * 2, with_payload=True, with_vectors=False)
+        heads = {}
+        for point in points:
+            p = point.payload or {}
+            heads[p["source"]] = FileHead(
+                content_sha256=p.get("content_sha256", ""),
+                config_fingerprint=p.get("config_fingerprint", ""),
+                chunk_count=int(p.get("chunk_count", 0)), page_count=p.get("page_count"),
+                signature=p.get("source_signature"), complete=bool(p.get("complete")))
+        return heads
 
     @_translate
     def replace_file_points(self, collection: str, source: str, points: Sequence[Any], *,
                             batch_size: int) -> None:
-        """Write a file's new points, then delete its points beyond the new chunk count.
+        """Replace a file's points so that a crash at any step is repaired by the next run.
 
-        Point IDs are deterministic per (source, chunk index), so the upserts overwrite the old
-        version in place and the file is never absent from search while it is replaced.
+        Point IDs are deterministic per (source, chunk index), so new points overwrite the old
+        version in place and the file never disappears from search. The head point (chunk 0)
+        is the commit marker: it is marked incomplete first and written, complete, last — after
+        the other chunks and after the old version's surplus chunks are deleted.
         """
         from qdrant_client import models
 
-        for begin in range(0, len(points), batch_size):
-            self.client.upsert(collection, points=list(points[begin:begin + batch_size]), wait=True)
-        stale = self._source_filter(source)
-        stale.must.append(models.FieldCondition(key="chunk_index", range=models.Range(gte=len(points))))
-        self.client.delete(collection, points_selector=models.FilterSelector(filter=stale), wait=True)
+        head, rest = points[0], list(points[1:])
+        # A filter, not the ID: a file's first write has no head to mark, and that is fine.
+        old_head = models.FilterSelector(filter=self._source_filter(source, chunk_index=HEAD_INDEX))
+        self.client.set_payload(collection, {"complete": False}, points=old_head, wait=True)
+        for begin in range(0, len(rest), batch_size):
+            self.client.upsert(collection, points=rest[begin:begin + batch_size], wait=True)
+        surplus = self._source_filter(source)
+        surplus.must.append(models.FieldCondition(key="chunk_index",
+                                                  range=models.Range(gte=len(points))))
+        self.client.delete(collection, points_selector=models.FilterSelector(filter=surplus),
+                           wait=True)
+        head.payload["complete"] = True
+        self.client.upsert(collection, points=[head], wait=True)
+
+    @_translate
+    def update_signature(self, collection: str, head_id: str, signature: str | None) -> None:
+        """Record a new listing signature on an unchanged file's head (e.g. after a touch)."""
+        self.client.set_payload(collection, {"source_signature": signature}, points=[head_id],
+                                wait=True)
+
+    @_translate
+    def indexed_sources(self, collection: str) -> set[str]:
+        """Every source with points in the collection (pages through payloads, no vectors)."""
+        sources: set[str] = set()
+        offset = None
+        while True:
+            points, offset = self.client.scroll(collection, limit=2048, offset=offset,
+                                                with_payload=[SOURCE_FIELD], with_vectors=False)
+            sources.update(p.payload[SOURCE_FIELD] for p in points if p.payload)
+            if offset is None:
+                return sources
+
+    @_translate
+    def delete_sources(self, collection: str, sources: list[str], *, batch_size: int = 256) -> None:
+        """Delete every point of ``sources``."""
+        from qdrant_client import models
+
+        for begin in range(0, len(sources), batch_size):
+            selector = models.FilterSelector(filter=self._source_filter(sources[begin:begin + batch_size]))
+            self.client.delete(collection, points_selector=selector, wait=True)
 
     @_translate
     def search(self, collection: str, vector: Sequence[float], *, limit: int) -> list[SearchHit]:

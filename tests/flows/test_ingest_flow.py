@@ -57,7 +57,7 @@ def test_mixed_batch_outcomes_artifacts_and_search(ingest_env):
     assert {r["source"].rsplit("/", 1)[-1]: (r["status"], r["reason"]) for r in rows} == MIXED_EXPECTED
     assert str(table.flow_run_id) == summary.run_id
     totals = Artifact.get(f"{artifact_key('mixed')}-totals")
-    assert "| 13 | 6 | 0 | 3 | 4 |" in totals.data and "encrypted" in totals.data
+    assert "| 13 | 6 | 0 | 0 | 3 | 4 | 0 |" in totals.data and "encrypted" in totals.data
 
     [progress] = read_artifacts(summary.run_id, "progress")
     assert progress.data == 100.0

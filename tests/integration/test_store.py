@@ -23,8 +23,28 @@ def points(source: str, count: int, *, sha: str = "s1", dim: int = 8):
     rng = np.random.default_rng(count)
     return [PointStruct(id=point_id(source, i), vector=rng.random(dim).tolist(),
                         payload={"source": source, "chunk_index": i, "chunk_count": count,
-                                 "content_sha256": sha, "config_fingerprint": "f", "text": f"t{i}"})
+                                 "content_sha256": sha, "config_fingerprint": "f", "text": f"t{i}",
+                                 "source_signature": f"sig-{sha}"})
             for i in range(count)]
+
+
+class CrashAfter:
+    """Wraps a qdrant client; raises (as a killed process would stop) after N writes."""
+
+    def __init__(self, client, writes: int) -> None:
+        self._client, self._left = client, writes
+
+    def __getattr__(self, name):
+        attr = getattr(self._client, name)
+        if name not in ("upsert", "delete", "set_payload"):
+            return attr
+
+        def write(*args, **kwargs):
+            if self._left == 0:
+                raise KeyboardInterrupt("crash")
+            self._left -= 1
+            return attr(*args, **kwargs)
+        return write
 
 
 def ids_of(store: QdrantStore, collection: str) -> set[str]:
@@ -49,18 +69,48 @@ def test_replace_shrinks_without_leftovers(store_path):
     store.replace_file_points("docs", "file:///a", points("file:///a", 10, sha="s2"), batch_size=16)
     expected = {point_id("file:///a", i) for i in range(10)} | {point_id("file:///b", i) for i in range(3)}
     assert ids_of(store, "docs") == expected
-    known = store.indexed_file("docs", "file:///a")
-    assert (known.content_sha256, known.chunk_count, known.consistent) == ("s2", 10, True)
-    assert store.indexed_file("docs", "file:///missing") is None
+    heads = store.file_heads("docs", ["file:///a", "file:///b", "file:///missing"])
+    assert set(heads) == {"file:///a", "file:///b"}
+    a = heads["file:///a"]
+    assert (a.content_sha256, a.chunk_count, a.complete, a.signature) == ("s2", 10, True, "sig-s2")
+    assert store.indexed_sources("docs") == {"file:///a", "file:///b"}
+    store.delete_sources("docs", ["file:///a"])
+    assert ids_of(store, "docs") == {point_id("file:///b", i) for i in range(3)}
 
 
-def test_partial_write_is_not_consistent(store_path):
+@pytest.mark.parametrize("crash_after", range(5))  # 5 writes: mark, 2 upserts, delete, head
+def test_a_crash_at_any_write_leaves_the_head_incomplete_or_old(store_path, crash_after):
     store = get_store(StoreLocation(path=str(store_path)))
     store.ensure_collection("docs", 8)
-    store.replace_file_points("docs", "file:///a", points("file:///a", 6), batch_size=16)
-    # As if a run died after writing the first 2 points of a new version.
-    store.client.upsert("docs", points=points("file:///a", 6, sha="s2")[:2])
-    assert store.indexed_file("docs", "file:///a").consistent is False
+    store.replace_file_points("docs", "file:///a", points("file:///a", 6), batch_size=2)
+    real = store.client
+    store.client = CrashAfter(real, crash_after)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            store.replace_file_points("docs", "file:///a", points("file:///a", 3, sha="s2"), batch_size=1)
+    finally:
+        store.client = real
+    head = store.file_heads("docs", ["file:///a"])["file:///a"]
+    # Either nothing changed yet (the old version, still complete) or the head says "redo me".
+    assert (head.complete and head.content_sha256 == "s1") or not head.complete
+    if head.complete:
+        assert ids_of(store, "docs") == {point_id("file:///a", i) for i in range(6)}
+    # The repair is a normal write: afterwards exactly the new version is stored.
+    store.replace_file_points("docs", "file:///a", points("file:///a", 3, sha="s2"), batch_size=1)
+    assert ids_of(store, "docs") == {point_id("file:///a", i) for i in range(3)}
+    assert store.file_heads("docs", ["file:///a"])["file:///a"].complete
+
+
+def test_overwrite_recreates_a_collection_of_another_size(store_path):
+    store = get_store(StoreLocation(path=str(store_path)))
+    store.ensure_collection("docs", 8)
+    store.replace_file_points("docs", "file:///a", points("file:///a", 2), batch_size=2)
+    with pytest.raises(CollectionMismatchError, match="--overwrite"):
+        store.ensure_collection("docs", 16)
+    assert store.count("docs") == 2
+    store.ensure_collection("docs", 16, recreate_on_mismatch=True)
+    assert store.count("docs") == 0
+    store.ensure_collection("docs", 16, recreate_on_mismatch=True)  # fits now: kept
 
 
 def test_search_and_missing_collection(store_path):

@@ -16,11 +16,20 @@ def source(name: str) -> SourceFile:
 class ScriptedProcessor:
     """Stands in for FileProcessor: fails the named files transiently a number of times."""
 
-    def __init__(self, flaky: dict[str, int]) -> None:
+    def __init__(self, flaky: dict[str, int], lookup_failures: int = 0) -> None:
         self.flaky = dict(flaky)
+        self.lookup_failures = lookup_failures
         self.calls: list[str] = []
+        self.lookups: list[list[str]] = []
 
-    def process(self, file: SourceFile) -> FileOutcome:
+    def known_files(self, files):
+        self.lookups.append([f.name for f in files])
+        if self.lookup_failures > 0:
+            self.lookup_failures -= 1
+            raise StoreUnavailableError("lookup timed out")
+        return {}
+
+    def process(self, file: SourceFile, known=None) -> FileOutcome:
         self.calls.append(file.name)
         if self.flaky.get(file.name, 0) > 0:
             self.flaky[file.name] -= 1
@@ -39,6 +48,7 @@ def test_retry_redoes_only_the_failed_files():
     assert processor.calls == ["a.txt", "b.txt", "c.txt"]
     outcomes = process_files(processor, files, done=done, give_up=False)
     assert processor.calls[3:] == ["b.txt"]
+    assert processor.lookups == [["a.txt", "b.txt", "c.txt"], ["b.txt"]]  # one lookup per attempt
     assert [o.status for o in outcomes] == [Status.INDEXED] * 3
 
 
@@ -50,3 +60,13 @@ def test_last_attempt_turns_transient_faults_into_outcomes():
         (Status.FAILED, Reason.SOURCE_UNAVAILABLE), (Status.FAILED, Reason.STORE_UNAVAILABLE),
         (Status.INDEXED, Reason.OK)]
     assert "gave up after retries" in outcomes[0].detail
+
+
+def test_a_failed_lookup_retries_the_whole_group_then_gives_up():
+    files = [source("a.txt"), source("b.txt")]
+    processor = ScriptedProcessor({}, lookup_failures=5)
+    with pytest.raises(RetryableFilesError) as caught:
+        process_files(processor, files, done={}, give_up=False)
+    assert len(caught.value.failures) == 2 and processor.calls == []
+    outcomes = process_files(processor, files, done={}, give_up=True)
+    assert {(o.status, o.reason) for o in outcomes} == {(Status.FAILED, Reason.STORE_UNAVAILABLE)}
