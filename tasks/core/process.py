@@ -146,11 +146,11 @@ class FileProcessor:
 @lru_cache(maxsize=8)
 def processor_for(config: PipelineConfig) -> FileProcessor:
     """The process-wide processor for a config: model and client are loaded once, lazily."""
+    store = get_store(config.store)  # first: a locked embedded store fails before the model loads
     embedder = get_embedder(config.model)
     chunker = Chunker(embedder.tokenizer, chunk_tokens=config.chunk_tokens,
                       overlap=config.chunk_overlap, max_tokens=embedder.max_tokens)
-    return FileProcessor(config=config, embedder=embedder, chunker=chunker,
-                         store=get_store(config.store))
+    return FileProcessor(config=config, embedder=embedder, chunker=chunker, store=store)
 
 
 def prepare_store(config: PipelineConfig) -> int:

@@ -20,3 +20,20 @@ def ingest_env(monkeypatch, store_path):
     monkeypatch.setenv("INGEST_RETRY_BACKOFF_S", "0")
     monkeypatch.setenv("INGEST_FILES_PER_TASK", "4")
     return store_path
+
+
+@pytest.fixture(scope="session")
+def subprocess_prefect_home(tmp_path_factory):
+    """One PREFECT_HOME for every ``ingest`` subprocess: its database migrates once (~15 s)."""
+    return tmp_path_factory.mktemp("prefect-subprocess-home")
+
+
+@pytest.fixture()
+def cli_env(subprocess_prefect_home, tmp_path):
+    """Environment for an ``ingest`` subprocess: its own store, the shared Prefect home."""
+    import os
+
+    env = {**os.environ, "INGEST_QDRANT_PATH": str(tmp_path / "store"),
+           "PREFECT_HOME": str(subprocess_prefect_home), "PYTHONUNBUFFERED": "1"}
+    env.pop("PREFECT_API_URL", None)  # the test harness's server is not for subprocesses
+    return env

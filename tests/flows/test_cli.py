@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,12 +66,10 @@ def test_collection_of_another_size_is_refused_before_writing(ingest_env):
     assert store.count("small") == 0
 
 
-def test_console_script_end_to_end(tmp_path):
+def test_console_script_end_to_end(cli_env):
     """The installed ``ingest`` script in a fresh process, as a user runs it."""
     script = Path(sys.executable).parent / "ingest"
-    env = {**os.environ, "INGEST_QDRANT_PATH": str(tmp_path / "q"),
-           "PREFECT_HOME": str(tmp_path / "prefect")}
-    env.pop("PREFECT_API_URL", None)  # the test harness's server is not for subprocesses
+    env = cli_env
     run = subprocess.run([str(script), "run", str(SAMPLES), "--json"], env=env, capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr
@@ -85,3 +82,37 @@ def test_console_script_end_to_end(tmp_path):
     assert found.returncode == 0, found.stderr
     [hit] = json.loads(found.stdout)
     assert hit["file_name"] == "alpine-lakes-field-guide.pdf" and hit["page_start"] <= 2 <= hit["page_end"]
+
+
+def test_prune_and_overwrite_from_the_command_line(ingest_env, tmp_path):
+    import shutil
+
+    folder = tmp_path / "docs"
+    shutil.copytree(SAMPLES, folder)
+    assert runner.invoke(app, ["run", str(folder)]).exit_code == 0
+    (folder / "heat-pumps.txt").unlink()
+    (folder / "sourdough-handbook.pdf").unlink()
+    (folder / "notes-torrefaction-cp1252.txt").unlink()
+    refused = runner.invoke(app, ["run", str(folder), "--prune"])
+    assert refused.exit_code == 0 and "prune refused" in refused.stderr
+    pruned = runner.invoke(app, ["run", str(folder), "--prune", "--prune-max-fraction", "0.8", "--json"])
+    assert pruned.exit_code == 0, pruned.output
+    report = json.loads(pruned.stdout)
+    assert report["totals"]["deleted"] == 3 and report["prune"]["deleted"] == 3
+    assert {f["status"] for f in report["files"]} == {"unchanged", "failed", "deleted"}
+
+
+def test_overwrite_recreates_a_collection_of_another_size(ingest_env):
+    from qdrant_client import models
+
+    from tasks.core.settings import StoreLocation
+    from tasks.core.store import get_store
+
+    store = get_store(StoreLocation(path=str(ingest_env)))
+    store.client.create_collection("resized", vectors_config=models.VectorParams(
+        size=8, distance=models.Distance.COSINE))
+    refused = runner.invoke(app, ["run", str(SAMPLES), "--collection", "resized"])
+    assert refused.exit_code == 1 and "--overwrite" in refused.stderr
+    result = runner.invoke(app, ["run", str(SAMPLES), "--collection", "resized", "--overwrite", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["totals"]["indexed"] == 4

@@ -128,3 +128,29 @@ def test_unreachable_store_fails_the_run_before_any_file(monkeypatch):
     monkeypatch.setenv("INGEST_RETRY_BACKOFF_S", "0")
     with pytest.raises(StoreUnavailableError):
         ingest_documents(IngestParams(sources=[str(MIXED)], collection="nowhere"))
+
+
+def test_prune_through_the_flow_reports_deleted_rows_and_refusals(ingest_env, tmp_path):
+    import shutil
+
+    from tests.conftest import SAMPLES
+
+    folder = tmp_path / "docs"
+    shutil.copytree(SAMPLES, folder)
+    first = ingest_documents(IngestParams(sources=[str(folder)], collection="pruned"))
+    assert first.prune is None
+    (folder / "heat-pumps.txt").unlink()
+    summary = ingest_documents(IngestParams(sources=[str(folder)], collection="pruned", prune=True))
+    assert outcome_map(summary)["heat-pumps.txt"] == ("deleted", "not_in_source")
+    assert summary.totals.deleted == 1 and summary.prune.deleted == 1
+    for name in ("alpine-lakes-field-guide.pdf", "sourdough-handbook.pdf"):
+        (folder / name).unlink()
+    refused = ingest_documents(IngestParams(sources=[str(folder)], collection="pruned", prune=True))
+    assert refused.prune.refused and "2 of 3" in refused.prune.refused
+    assert refused.totals.deleted == 0
+    from prefect.artifacts import Artifact
+
+    assert "prune refused" in Artifact.get(f"{artifact_key('pruned')}-totals").data
+    forced = ingest_documents(IngestParams(sources=[str(folder)], collection="pruned", prune=True,
+                                           force_prune=True))
+    assert forced.totals.deleted == 2
