@@ -34,3 +34,8 @@ test: install-test
 
 clean:
 	rm -rf .ingest
+
+FILES ?= 500
+.PHONY: bench-rerun
+bench-rerun: install-test
+	$(BIN)/python -m bench.rerun --files $(FILES)

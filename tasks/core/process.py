@@ -23,7 +23,7 @@ from tasks.core.models import Document, FileOutcome, Reason, SourceFile, Status
 from tasks.core.readers import HEAD_BYTES, PDF_MAGIC, TEXT_SUFFIXES, read_document, sniff_kind
 from tasks.core.settings import PipelineConfig
 from tasks.core.sources import read_bytes
-from tasks.core.store import HEAD_INDEX, FileHead, QdrantStore, get_store
+from tasks.core.store import FileHead, QdrantStore, get_store
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,7 @@ class FileProcessor:
         sha = hashlib.sha256(data).hexdigest()
         if current is not None and current.content_sha256 == sha:
             # Same bytes under a new signature (touched, re-uploaded): remember the new one.
-            self.store.update_signature(self.config.collection, point_id(file.uri, HEAD_INDEX),
-                                        file.signature)
+            self.store.update_signature(self.config.collection, file.uri, file.signature)
             return self._unchanged(file, current, started)
         document = read_document(data, file.name, max_pages=self.config.max_pages)
         chunks = self.chunker.chunk_document(document)

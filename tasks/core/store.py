@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tasks.core.errors import CollectionMismatchError, StoreError, StoreUnavailableError
+from tasks.core.ids import point_id
 from tasks.core.settings import StoreLocation
 
 T = TypeVar("T")
@@ -128,28 +129,16 @@ class QdrantStore:
                 f"model makes {dimension}-d Cosine ones; choose another collection, or pass "
                 "--overwrite to drop and recreate it")
 
-    @staticmethod
-    def _source_filter(source: str | list[str], **extra: Any):
-        from qdrant_client import models
-
-        match = (models.MatchAny(any=source) if isinstance(source, list)
-                 else models.MatchValue(value=source))
-        must = [models.FieldCondition(key=SOURCE_FIELD, match=match)]
-        for key, value in extra.items():
-            must.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
-        return models.Filter(must=must)
-
     @_translate
     def file_heads(self, collection: str, sources: list[str]) -> dict[str, FileHead]:
-        """Head payloads of ``sources`` that are indexed: one request for a whole group."""
+        """Head payloads of the ``sources`` that are indexed: one lookup by ID for a group."""
         if not sources:
             return {}
-        points, _ = self.client.scroll(
-            collection, scroll_filter=self._source_filter(sources, chunk_index=HEAD_INDEX),
-            limit=len(sources) * 2, with_payload=True, with_vectors=False)
+        records = self.client.retrieve(collection, ids=[point_id(s, HEAD_INDEX) for s in sources],
+                                       with_payload=True, with_vectors=False)
         heads = {}
-        for point in points:
-            p = point.payload or {}
+        for record in records:
+            p = record.payload or {}
             heads[p["source"]] = FileHead(
                 content_sha256=p.get("content_sha256", ""),
                 config_fingerprint=p.get("config_fingerprint", ""),
@@ -157,37 +146,44 @@ class QdrantStore:
                 signature=p.get("source_signature"), complete=bool(p.get("complete")))
         return heads
 
+    def _extents(self, collection: str, sources: list[str]) -> dict[str, int]:
+        """How many chunk indexes may hold points of each source (from the heads)."""
+        records = self.client.retrieve(collection, ids=[point_id(s, HEAD_INDEX) for s in sources],
+                                       with_payload=["source", "extent", "chunk_count"],
+                                       with_vectors=False)
+        return {r.payload["source"]: int(r.payload.get("extent", r.payload.get("chunk_count", 1)))
+                for r in records if r.payload}
+
     @_translate
     def replace_file_points(self, collection: str, source: str, points: Sequence[Any], *,
                             batch_size: int) -> None:
         """Replace a file's points so that a crash at any step is repaired by the next run.
 
         Point IDs are deterministic per (source, chunk index), so new points overwrite the old
-        version in place and the file never disappears from search. The head point (chunk 0)
-        is the commit marker: it is marked incomplete first and written, complete, last — after
-        the other chunks and after the old version's surplus chunks are deleted.
+        version in place and the file never disappears from search. The head point (chunk 0) is
+        the commit marker and is written first, incomplete, with ``extent`` covering every index
+        the old or the new version may occupy; then the other chunks; then the surplus indexes
+        are deleted by ID; only then is the head marked complete. Every step is by ID, so a
+        write costs the same whatever the size of the collection.
         """
-        from qdrant_client import models
-
+        count = len(points)
+        extent = max(self._extents(collection, [source]).get(source, 0), count)
         head, rest = points[0], list(points[1:])
-        # A filter, not the ID: a file's first write has no head to mark, and that is fine.
-        old_head = models.FilterSelector(filter=self._source_filter(source, chunk_index=HEAD_INDEX))
-        self.client.set_payload(collection, {"complete": False}, points=old_head, wait=True)
+        head.payload.update(complete=False, extent=extent)
+        self.client.upsert(collection, points=[head], wait=True)
         for begin in range(0, len(rest), batch_size):
             self.client.upsert(collection, points=rest[begin:begin + batch_size], wait=True)
-        surplus = self._source_filter(source)
-        surplus.must.append(models.FieldCondition(key="chunk_index",
-                                                  range=models.Range(gte=len(points))))
-        self.client.delete(collection, points_selector=models.FilterSelector(filter=surplus),
-                           wait=True)
-        head.payload["complete"] = True
-        self.client.upsert(collection, points=[head], wait=True)
+        surplus = [point_id(source, index) for index in range(count, extent)]
+        for begin in range(0, len(surplus), batch_size):
+            self.client.delete(collection, points_selector=surplus[begin:begin + batch_size], wait=True)
+        self.client.set_payload(collection, {"complete": True, "extent": count}, points=[head.id],
+                                wait=True)
 
     @_translate
-    def update_signature(self, collection: str, head_id: str, signature: str | None) -> None:
+    def update_signature(self, collection: str, source: str, signature: str | None) -> None:
         """Record a new listing signature on an unchanged file's head (e.g. after a touch)."""
-        self.client.set_payload(collection, {"source_signature": signature}, points=[head_id],
-                                wait=True)
+        self.client.set_payload(collection, {"source_signature": signature},
+                                points=[point_id(source, HEAD_INDEX)], wait=True)
 
     @_translate
     def indexed_sources(self, collection: str) -> set[str]:
@@ -203,12 +199,13 @@ class QdrantStore:
 
     @_translate
     def delete_sources(self, collection: str, sources: list[str], *, batch_size: int = 256) -> None:
-        """Delete every point of ``sources``."""
-        from qdrant_client import models
-
+        """Delete every point of ``sources`` (by ID, from each head's extent)."""
         for begin in range(0, len(sources), batch_size):
-            selector = models.FilterSelector(filter=self._source_filter(sources[begin:begin + batch_size]))
-            self.client.delete(collection, points_selector=selector, wait=True)
+            extents = self._extents(collection, sources[begin:begin + batch_size])
+            ids = [point_id(source, index) for source, extent in extents.items()
+                   for index in range(extent)]
+            for start in range(0, len(ids), batch_size):
+                self.client.delete(collection, points_selector=ids[start:start + batch_size], wait=True)
 
     @_translate
     def search(self, collection: str, vector: Sequence[float], *, limit: int) -> list[SearchHit]:

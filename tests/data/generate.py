@@ -7,41 +7,20 @@ random seeds), except the encrypted PDFs, whose salts are random. Needs the ``te
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import random
 import struct
+import sys
 import zlib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))  # run as a script from anywhere
+
+from bench.corpus import write_pdf  # noqa: E402
+
 SAMPLES = HERE.parent.parent / "samples"
 MIXED = HERE / "mixed"
-FIXED_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-
-
-def write_pdf(path: Path, pages: list[str], *, title: str = "", drawings_only: bool = False) -> Path:
-    """A PDF with one page per string (core Helvetica font: Latin-1 text only)."""
-    from fpdf import FPDF
-
-    pdf = FPDF(format="A4")
-    pdf.set_creation_date(FIXED_DATE)
-    pdf.set_title(title or path.stem)
-    pdf.set_auto_page_break(auto=True, margin=15)
-    for text in pages:
-        pdf.add_page()
-        if drawings_only:  # shapes but no text layer, like a scan
-            pdf.set_fill_color(200, 200, 200)
-            pdf.rect(20, 20, 170, 40, style="F")
-            pdf.rect(20, 80, 120, 10, style="F")
-            continue
-        pdf.set_font("Helvetica", size=11)
-        for paragraph in text.strip().split("\n\n"):
-            pdf.multi_cell(0, 6, " ".join(paragraph.split()))
-            pdf.ln(3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pdf.output(str(path))
-    return path
 
 
 ALPINE_LAKES = [

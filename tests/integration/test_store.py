@@ -78,7 +78,7 @@ def test_replace_shrinks_without_leftovers(store_path):
     assert ids_of(store, "docs") == {point_id("file:///b", i) for i in range(3)}
 
 
-@pytest.mark.parametrize("crash_after", range(5))  # 5 writes: mark, 2 upserts, delete, head
+@pytest.mark.parametrize("crash_after", range(7))  # head, 2 upserts, 3 deletes, commit
 def test_a_crash_at_any_write_leaves_the_head_incomplete_or_old(store_path, crash_after):
     store = get_store(StoreLocation(path=str(store_path)))
     store.ensure_collection("docs", 8)
