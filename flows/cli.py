@@ -49,7 +49,9 @@ def _configure_prefect(verbose: bool) -> None:
     """Before Prefect is imported: no telemetry (offline), and unless ``--verbose`` keep its
     per-task INFO lines off the terminal (they still reach the Prefect API and UI)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if not verbose:
+    if verbose:
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO"
+    else:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
 

@@ -36,4 +36,5 @@ def cli_env(subprocess_prefect_home, tmp_path):
     env = {**os.environ, "INGEST_QDRANT_PATH": str(tmp_path / "store"),
            "PREFECT_HOME": str(subprocess_prefect_home), "PYTHONUNBUFFERED": "1"}
     env.pop("PREFECT_API_URL", None)  # the test harness's server is not for subprocesses
+    env.pop("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", None)  # set by in-process CLI tests
     return env
