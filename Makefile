@@ -29,8 +29,11 @@ demo: install
 	$(BIN)/ingest run samples
 	$(BIN)/ingest search "$(DEMO_QUERY)" -k 3
 
+# The whole suite runs once per embedded backend: Qdrant Edge (default), then qdrant-client's
+# local mode (which stands in for a Qdrant server).
 test: install-test
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --store-backend qdrant-local
 
 clean:
 	rm -rf .ingest

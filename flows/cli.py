@@ -208,6 +208,56 @@ def search(
     out.print(table)
 
 
+@app.command()
+def export(
+    collection: Annotated[Optional[str], typer.Option(help="Qdrant collection [INGEST_COLLECTION]")] = None,
+    vectors: Annotated[bool, typer.Option("--vectors", help="Include each point's vector")] = False,
+) -> None:
+    """Write every point of a collection to standard output as JSON lines."""
+    from tasks.core.errors import IngestError
+    from tasks.core.settings import IngestParams, PipelineConfig
+    from tasks.core.store import get_store
+    from tasks.core.transfer import export_records
+
+    config = PipelineConfig.build(_settings(), IngestParams(sources=["."], collection=collection))
+    try:
+        for record in export_records(get_store(config.store), config.collection, vectors=vectors):
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    except IngestError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def migrate(
+    from_kind: Annotated[str, typer.Option("--from", help="Backend to copy from: qdrant-local or edge")],
+    to_kind: Annotated[str, typer.Option("--to", help="Backend to copy to: edge or qdrant-local")],
+    collection: Annotated[Optional[str], typer.Option(help="Qdrant collection [INGEST_COLLECTION]")] = None,
+    from_path: Annotated[Optional[str], typer.Option(help="Store folder to read [INGEST_QDRANT_PATH]")] = None,
+    to_path: Annotated[Optional[str], typer.Option(help="Store folder to write [INGEST_QDRANT_PATH]")] = None,
+) -> None:
+    """Copy an embedded collection to another backend, without re-embedding."""
+    from tasks.core.errors import IngestError
+    from tasks.core.settings import StoreLocation
+    from tasks.core.store import open_store
+    from tasks.core.transfer import copy_collection
+
+    kinds = ("qdrant-local", "edge")
+    if from_kind not in kinds or to_kind not in kinds or from_kind == to_kind:
+        _fail(f"--from and --to must be two different backends among {', '.join(kinds)}", 2)
+    settings = _settings()
+    name = collection or settings.collection
+    source = open_store(StoreLocation.embedded(from_kind, from_path or settings.qdrant_path))
+    target = open_store(StoreLocation.embedded(to_kind, to_path or settings.qdrant_path))
+    try:
+        copied = copy_collection(source, target, name)
+    except IngestError as exc:
+        _fail(str(exc))
+    finally:
+        source.close()
+        target.close()
+    out.print(f"copied {copied} points of {name!r} from {from_kind} to {to_kind}", highlight=False)
+
+
 def main() -> None:
     app()
 

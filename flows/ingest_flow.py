@@ -18,10 +18,10 @@ from prefect.tasks import exponential_backoff
 
 from flows.progress import RunProgress
 from flows.report import publish_summary
-from tasks.core.models import FileOutcome, Reason, RunSummary, SourceFile
+from tasks.core.models import FileOutcome, Reason, RunSummary, SourceFile, Status
 from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
 from tasks.core.sources import discover_files
-from tasks.ingest import ingest_files, prepare_collection, prune_collection
+from tasks.ingest import ingest_files, maintain_store, prepare_collection, prune_collection
 
 
 def _retry_options(settings: IngestSettings) -> dict:
@@ -82,6 +82,9 @@ def ingest_documents(params: IngestParams) -> RunSummary:
     if listed is not None:  # reached only when the listing completed without error
         prune, deleted = prune_collection.with_options(**retry)(config, params, listed)
         outcomes.extend(deleted)
+
+    if any(o.status in (Status.INDEXED, Status.UPDATED) for o in outcomes):
+        maintain_store(config)
 
     summary = RunSummary.from_outcomes(outcomes, collection=config.collection,
                                        seconds=time.perf_counter() - started,

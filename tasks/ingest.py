@@ -79,3 +79,12 @@ def prune_collection(config: PipelineConfig, params: IngestParams,
     else:
         logger.info("pruned %d of %d indexed files", report.deleted, report.indexed_files)
     return report, outcomes
+
+
+@task(name="maintain-store", cache_policy=NO_CACHE)
+def maintain_store(config: PipelineConfig) -> str | None:
+    """After a run that wrote points: let the store build its index if enough points wait."""
+    done = get_store(config.store).maintain(config.collection)
+    if done:
+        get_run_logger().info("store maintenance: %s", done)
+    return done

@@ -39,16 +39,27 @@ MIXED_EXPECTED = {
 }
 
 
+def pytest_addoption(parser):
+    parser.addoption("--store-backend", choices=["edge", "qdrant-local"], default="edge",
+                     help="embedded store backend every test runs against (INGEST_STORE)")
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def store_backend(pytestconfig) -> str:
+    return pytestconfig.getoption("--store-backend")
+
+
 @pytest.fixture(autouse=True)
-def _clean_ingest_env(monkeypatch):
-    """No test sees the developer's INGEST_*/QDRANT_* settings."""
+def _clean_ingest_env(monkeypatch, store_backend):
+    """No test sees the developer's INGEST_*/QDRANT_* settings; the backend is the run's."""
     for name in list(os.environ):
         if name.startswith(("INGEST_", "QDRANT_")):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("INGEST_STORE", store_backend)
 
 
 @pytest.fixture(scope="session")
@@ -69,12 +80,19 @@ def embedder():
 
 @pytest.fixture()
 def store_path(tmp_path):
-    """A fresh embedded Qdrant folder; its cached client is closed afterwards (folder lock)."""
+    """A fresh embedded store folder; cached stores are closed afterwards (folder locks)."""
     from tasks.core.store import close_stores
 
     path = tmp_path / "qdrant"
     yield path
     close_stores()
+
+
+@pytest.fixture()
+def store_location(store_path, store_backend):
+    from tasks.core.settings import StoreLocation
+
+    return StoreLocation.embedded(store_backend, store_path)
 
 
 def free_port() -> int:
@@ -155,10 +173,8 @@ def snapshot(config) -> dict:
     """Every point as {id: (payload without ingested_at, vector)}."""
     from tasks.core.store import get_store
 
-    records, _ = get_store(config.store).client.scroll(config.collection, limit=100_000,
-                                                        with_vectors=True)
-    return {str(r.id): ({k: v for k, v in r.payload.items() if k != "ingested_at"}, r.vector)
-            for r in records}
+    return {p.id: ({k: v for k, v in p.payload.items() if k != "ingested_at"}, p.vector)
+            for p in get_store(config.store).iter_points(config.collection, with_vectors=True)}
 
 
 def assert_same_store(actual: dict, expected: dict) -> None:

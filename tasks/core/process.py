@@ -23,7 +23,7 @@ from tasks.core.models import Document, FileOutcome, Reason, SourceFile, Status
 from tasks.core.readers import HEAD_BYTES, PDF_MAGIC, TEXT_SUFFIXES, read_document, sniff_kind
 from tasks.core.settings import PipelineConfig
 from tasks.core.sources import read_bytes
-from tasks.core.store import FileHead, QdrantStore, get_store
+from tasks.core.store import FileHead, StoredPoint, VectorStore, get_store
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class FileProcessor:
     config: PipelineConfig
     embedder: Embedder
     chunker: Chunker
-    store: QdrantStore
+    store: VectorStore
 
     @property
     def fingerprint(self) -> str:
@@ -126,15 +126,14 @@ class FileProcessor:
                            detail=detail, pages=document.page_count, chunks=len(chunks),
                            seconds=round(time.perf_counter() - started, 3))
 
-    def _points(self, file: SourceFile, document: Document, sha: str, chunks, vectors) -> list:
-        from qdrant_client.models import PointStruct
-
+    def _points(self, file: SourceFile, document: Document, sha: str, chunks,
+                vectors) -> list[StoredPoint]:
         ingested_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         common = {"source": file.uri, "file_name": file.name, "content_sha256": sha,
                   "config_fingerprint": self.fingerprint, "chunk_count": len(chunks),
                   "page_count": document.page_count, "source_signature": file.signature,
                   "model": self.config.model, "ingested_at": ingested_at}
-        return [PointStruct(id=point_id(file.uri, chunk.chunk_index), vector=vector.tolist(),
+        return [StoredPoint(id=point_id(file.uri, chunk.chunk_index), vector=vector.tolist(),
                             payload={"text": chunk.text, "chunk_index": chunk.chunk_index,
                                      "page_start": chunk.page_start, "page_end": chunk.page_end,
                                      "char_start": chunk.char_start, "char_end": chunk.char_end,
@@ -145,7 +144,7 @@ class FileProcessor:
 @lru_cache(maxsize=8)
 def processor_for(config: PipelineConfig) -> FileProcessor:
     """The process-wide processor for a config: model and client are loaded once, lazily."""
-    store = get_store(config.store)  # first: a locked embedded store fails before the model loads
+    store = get_store(config.store)
     embedder = get_embedder(config.model)
     chunker = Chunker(embedder.tokenizer, chunk_tokens=config.chunk_tokens,
                       overlap=config.chunk_overlap, max_tokens=embedder.max_tokens)
@@ -157,6 +156,7 @@ def prepare_store(config: PipelineConfig) -> int:
 
     With ``overwrite``, a collection whose vectors do not fit the model is dropped and recreated.
     """
+    get_store(config.store).collection_dimension(config.collection)  # in use? say so before the model loads
     processor = processor_for(config)
     processor.store.ensure_collection(config.collection, processor.embedder.dimension,
                                       recreate_on_mismatch=config.overwrite)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tasks.core.models import FileOutcome, PruneReport, Reason, Status
 from tasks.core.sources import is_hidden, matches_include
-from tasks.core.store import QdrantStore
+from tasks.core.store import VectorStore
 
 
 def source_roots(sources: Iterable[str]) -> list[str]:
@@ -46,7 +46,7 @@ def plan_prune(indexed: set[str], listed: set[str], roots: list[str], include: l
     return sorted(uri for uri in indexed - listed if _covered(uri, roots, include))
 
 
-def prune_missing(store: QdrantStore, collection: str, *, listed: set[str], sources: list[str],
+def prune_missing(store: VectorStore, collection: str, *, listed: set[str], sources: list[str],
                   include: list[str], max_fraction: float,
                   force: bool) -> tuple[PruneReport, list[FileOutcome]]:
     """Delete indexed files missing from a complete listing, within the guard."""

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,10 @@ class IngestSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INGEST_", extra="ignore", populate_by_name=True)
 
     qdrant_path: Path = Field(Path(".ingest/qdrant"), description="Embedded store folder")
+    store: Literal["edge", "qdrant-local"] = Field(
+        "edge", description="Embedded backend: Qdrant Edge, or qdrant-client's local mode")
+    edge_optimize_threshold: int = Field(
+        20_000, ge=0, description="Unindexed points that make a run end with Edge's optimize()")
     qdrant_url: str | None = Field(
         None, validation_alias=AliasChoices("QDRANT_URL", "INGEST_QDRANT_URL"),
         description="Qdrant server URL; when set, the embedded store is not used")
@@ -96,22 +101,33 @@ class IngestParams(BaseModel):
         return self
 
 
+StoreKind = Literal["edge", "qdrant-local", "qdrant-server"]
+
+
 class StoreLocation(BaseModel):
-    """Where the vectors live: an embedded folder or a server URL (never both)."""
+    """Where the vectors live: an embedded folder (Edge or qdrant-local) or a server URL."""
 
     model_config = ConfigDict(frozen=True)
 
+    kind: StoreKind = "edge"
     path: str | None = None
     url: str | None = None
 
     @model_validator(mode="after")
     def _one(self) -> StoreLocation:
-        if (self.path is None) == (self.url is None):
-            raise ValueError("a store location needs exactly one of path or url")
+        if (self.kind == "qdrant-server") != (self.url is not None) or (self.path is None) == (self.url is None):
+            raise ValueError("a server location needs a url; an embedded one needs a path")
         return self
 
+    @classmethod
+    def embedded(cls, kind: StoreKind, root: Path | str) -> StoreLocation:
+        """Edge keeps one shard folder per collection under ``root/edge``; qdrant-local uses
+        ``root`` itself, so both can live under one INGEST_QDRANT_PATH."""
+        root = Path(root).expanduser().resolve()
+        return cls(kind=kind, path=str(root / "edge" if kind == "edge" else root))
+
     def describe(self) -> str:
-        return self.url if self.url else f"embedded:{self.path}"
+        return self.url if self.url else f"{self.kind}:{self.path}"
 
 
 class PipelineConfig(BaseModel):
@@ -138,8 +154,8 @@ class PipelineConfig(BaseModel):
         chunk_overlap = (params.chunk_overlap if params.chunk_overlap is not None
                          else min(settings.chunk_overlap, chunk_tokens // 2))
         _check_chunking(chunk_tokens, chunk_overlap)
-        store = (StoreLocation(url=settings.qdrant_url) if settings.qdrant_url
-                 else StoreLocation(path=str(settings.qdrant_path.expanduser().resolve())))
+        store = (StoreLocation(kind="qdrant-server", url=settings.qdrant_url) if settings.qdrant_url
+                 else StoreLocation.embedded(settings.store, settings.qdrant_path))
         return cls(
             model=settings.model,
             collection=params.collection or settings.collection,

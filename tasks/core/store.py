@@ -1,13 +1,21 @@
-"""The vector store adapter: Qdrant through qdrant-client, embedded on disk or a server.
+"""The vector store: one interface, the ingest semantics implemented once, two backends.
 
-The same code serves both: ``QdrantClient(path=...)`` for the embedded default and
-``QdrantClient(url=..., api_key=...)`` when ``QDRANT_URL`` is set. Errors are translated at
-this boundary: unreachable or overloaded servers become ``StoreUnavailableError`` (retried),
-refusals become ``StoreError``.
+Backends provide a handful of primitives (upsert, delete and retrieve by ID, set payload,
+scroll, nearest-neighbour query, collection config); ``VectorStore`` builds everything the
+pipeline needs on them — collection checks, the crash-safe per-file write, head lookups,
+prune, export — so the semantics are the same whichever backend runs:
+
+* ``edge`` (default, embedded): Qdrant Edge, the Qdrant engine in-process, one shard folder
+  per collection under ``<INGEST_QDRANT_PATH>/edge/`` (``store_edge.py``);
+* ``qdrant-local`` / ``qdrant-server``: qdrant-client, in its local mode on a folder or against
+  a server when ``QDRANT_URL`` is set (``store_qdrant.py``).
+
+Every per-file operation goes by point ID, so its cost does not grow with the collection.
 """
 
 from __future__ import annotations
 
+import abc
 import atexit
 import contextlib
 import functools
@@ -16,16 +24,23 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tasks.core.errors import CollectionMismatchError, StoreError, StoreUnavailableError
+from tasks.core.errors import CollectionMismatchError, StoreError
 from tasks.core.ids import point_id
 from tasks.core.settings import StoreLocation
 
 T = TypeVar("T")
 
 SOURCE_FIELD = "source"
-
-
 HEAD_INDEX = 0  # a file's chunk 0 is its head point: it carries the file's commit marker
+
+
+@dataclass
+class StoredPoint:
+    """A point as the pipeline writes and reads it, whatever the backend."""
+
+    id: str
+    vector: list[float] | None
+    payload: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -46,116 +61,124 @@ class SearchHit:
     payload: dict[str, Any]
 
 
-def _translate(call: Callable[..., T]) -> Callable[..., T]:
-    """Map qdrant-client/httpx exceptions onto the ingest error hierarchy."""
+def operation(call: Callable[..., T]) -> Callable[..., T]:
+    """A public store operation: serialised where the backend needs it, errors translated."""
 
     @functools.wraps(call)
-    def wrapper(self: QdrantStore, *args: Any, **kwargs: Any) -> T:
-        import httpx
-        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
-        try:
-            with self._guard():
-                return call(self, *args, **kwargs)
-        except UnexpectedResponse as exc:
-            message = f"Qdrant answered {exc.status_code} {exc.reason_phrase}"
-            if exc.status_code is None or exc.status_code >= 500 or exc.status_code == 429:
-                raise StoreUnavailableError(message) from exc
-            raise StoreError(f"{message}: {exc.content[:300]!r}") from exc
-        except (ResponseHandlingException, httpx.TransportError, ConnectionError, TimeoutError) as exc:
-            raise StoreUnavailableError(
-                f"Qdrant at {self.location.describe()} is unreachable: {type(exc).__name__}") from exc
+    def wrapper(self: VectorStore, *args: Any, **kwargs: Any) -> T:
+        with self._lock, self._errors():
+            return call(self, *args, **kwargs)
 
     return wrapper
 
 
-class QdrantStore:
-    """One client per process and location; thread-safe (embedded mode is serialised)."""
+class VectorStore(abc.ABC):
+    """Ingest semantics over backend primitives. Thread-safe; one instance per process."""
 
-    def __init__(self, location: StoreLocation, *, api_key: str | None = None,
-                 timeout: float = 30.0) -> None:
-        from qdrant_client import QdrantClient
+    #: Exact (brute-force) scoring or a graph index; reported by ``describe``.
+    embedded: bool = True
 
+    def __init__(self, location: StoreLocation) -> None:
         self.location = location
-        self.embedded = location.path is not None
-        # qdrant-client's embedded mode is plain Python state without locking of its own.
-        self._lock = threading.Lock() if self.embedded else None
-        if self.embedded:
-            try:
-                self.client = QdrantClient(path=location.path)
-            except RuntimeError as exc:  # its portalocker lock: one process per folder
-                raise StoreError(
-                    f"the embedded store at {location.path} is in use by another process; "
-                    "wait for it to finish or set QDRANT_URL to use a Qdrant server") from exc
-        else:
-            self.client = QdrantClient(url=location.url, api_key=api_key, timeout=int(timeout))
+        # Embedded engines are driven from one thread at a time; a server client needs no lock.
+        self._lock: contextlib.AbstractContextManager = (
+            threading.RLock() if self.embedded else contextlib.nullcontext())
 
-    @contextlib.contextmanager
-    def _guard(self) -> Iterator[None]:
-        if self._lock is None:
-            yield
-        else:
-            with self._lock:
-                yield
+    # -- primitives each backend provides -------------------------------------------------
+    @abc.abstractmethod
+    def _errors(self) -> contextlib.AbstractContextManager:
+        """Translate backend exceptions into the ingest error hierarchy."""
 
-    @_translate
+    @abc.abstractmethod
+    def _vectors_config(self, collection: str) -> tuple[int, str] | None:
+        """(size, distance) of an existing collection's unnamed vector, ``None`` if missing;
+        raises ``CollectionMismatchError`` for a collection of another shape."""
+
+    @abc.abstractmethod
+    def _create(self, collection: str, dimension: int) -> None: ...
+
+    @abc.abstractmethod
+    def _drop(self, collection: str) -> None: ...
+
+    @abc.abstractmethod
+    def _upsert(self, collection: str, points: Sequence[StoredPoint]) -> None: ...
+
+    @abc.abstractmethod
+    def _delete(self, collection: str, ids: Sequence[str]) -> None: ...
+
+    @abc.abstractmethod
+    def _set_payload(self, collection: str, ids: Sequence[str], payload: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    def _retrieve(self, collection: str, ids: Sequence[str],
+                  fields: list[str] | None) -> list[StoredPoint]:
+        """Points by ID (missing IDs are left out); ``fields`` None means the whole payload."""
+
+    @abc.abstractmethod
+    def _scroll(self, collection: str, offset: Any, limit: int, fields: list[str] | None,
+                with_vectors: bool) -> tuple[list[StoredPoint], Any]: ...
+
+    @abc.abstractmethod
+    def _query(self, collection: str, vector: Sequence[float], limit: int) -> list[SearchHit]: ...
+
+    @abc.abstractmethod
+    def _count(self, collection: str) -> int: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def maintain(self, collection: str) -> str | None:
+        """Housekeeping after a run (index building); returns what was done, if anything."""
+        return None
+
+    # -- what the pipeline uses ---------------------------------------------------------
+    @operation
     def ensure_collection(self, name: str, dimension: int, *, recreate_on_mismatch: bool = False) -> None:
         """Create the collection (cosine, ``dimension``) or check that the existing one fits.
 
         Raises ``CollectionMismatchError`` before anything is written when it does not — unless
         ``recreate_on_mismatch`` (``--overwrite``), which drops it and starts afresh.
         """
-        from qdrant_client import models
+        try:
+            existing = self._vectors_config(name)
+            problem = (None if existing in (None, (dimension, "Cosine"))
+                       else f"holds {existing[0]}-d {existing[1]} vectors")
+        except CollectionMismatchError as exc:  # a shape this tool never creates
+            existing, problem = (0, ""), str(exc)
+        if problem is not None:
+            if not recreate_on_mismatch:
+                raise CollectionMismatchError(
+                    f"collection {name!r} {problem} but the model makes {dimension}-d Cosine "
+                    "ones; choose another collection, or pass --overwrite to drop and recreate it")
+            self._drop(name)
+            existing = None
+        if existing is None:
+            self._create(name, dimension)
 
-        if recreate_on_mismatch and self.client.collection_exists(name):
-            vectors = self.client.get_collection(name).config.params.vectors
-            if not (isinstance(vectors, models.VectorParams) and vectors.size == dimension
-                    and vectors.distance == models.Distance.COSINE):
-                self.client.delete_collection(name)
-        if not self.client.collection_exists(name):
-            self.client.create_collection(
-                name, vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE))
-            if not self.embedded:  # embedded mode has no payload indexes (it scans)
-                self.client.create_payload_index(name, SOURCE_FIELD, models.PayloadSchemaType.KEYWORD)
-            return
-        vectors = self.client.get_collection(name).config.params.vectors
-        if not isinstance(vectors, models.VectorParams):
-            raise CollectionMismatchError(
-                f"collection {name!r} uses named vectors; it was not created by this tool "
-                "(choose another collection, or pass --overwrite to drop and recreate it)")
-        if vectors.size != dimension or vectors.distance != models.Distance.COSINE:
-            raise CollectionMismatchError(
-                f"collection {name!r} holds {vectors.size}-d {vectors.distance.value} vectors but the "
-                f"model makes {dimension}-d Cosine ones; choose another collection, or pass "
-                "--overwrite to drop and recreate it")
-
-    @_translate
+    @operation
     def file_heads(self, collection: str, sources: list[str]) -> dict[str, FileHead]:
         """Head payloads of the ``sources`` that are indexed: one lookup by ID for a group."""
         if not sources:
             return {}
-        records = self.client.retrieve(collection, ids=[point_id(s, HEAD_INDEX) for s in sources],
-                                       with_payload=True, with_vectors=False)
         heads = {}
-        for record in records:
-            p = record.payload or {}
-            heads[p["source"]] = FileHead(
+        for point in self._retrieve(collection, [point_id(s, HEAD_INDEX) for s in sources], None):
+            p = point.payload
+            heads[p[SOURCE_FIELD]] = FileHead(
                 content_sha256=p.get("content_sha256", ""),
                 config_fingerprint=p.get("config_fingerprint", ""),
                 chunk_count=int(p.get("chunk_count", 0)), page_count=p.get("page_count"),
                 signature=p.get("source_signature"), complete=bool(p.get("complete")))
         return heads
 
-    def _extents(self, collection: str, sources: list[str]) -> dict[str, int]:
+    def _extents(self, collection: str, sources: Sequence[str]) -> dict[str, int]:
         """How many chunk indexes may hold points of each source (from the heads)."""
-        records = self.client.retrieve(collection, ids=[point_id(s, HEAD_INDEX) for s in sources],
-                                       with_payload=["source", "extent", "chunk_count"],
-                                       with_vectors=False)
-        return {r.payload["source"]: int(r.payload.get("extent", r.payload.get("chunk_count", 1)))
-                for r in records if r.payload}
+        heads = self._retrieve(collection, [point_id(s, HEAD_INDEX) for s in sources],
+                               [SOURCE_FIELD, "extent", "chunk_count"])
+        return {h.payload[SOURCE_FIELD]: int(h.payload.get("extent", h.payload.get("chunk_count", 1)))
+                for h in heads}
 
-    @_translate
-    def replace_file_points(self, collection: str, source: str, points: Sequence[Any], *,
+    @operation
+    def replace_file_points(self, collection: str, source: str, points: Sequence[StoredPoint], *,
                             batch_size: int) -> None:
         """Replace a file's points so that a crash at any step is repaired by the next run.
 
@@ -163,41 +186,42 @@ class QdrantStore:
         version in place and the file never disappears from search. The head point (chunk 0) is
         the commit marker and is written first, incomplete, with ``extent`` covering every index
         the old or the new version may occupy; then the other chunks; then the surplus indexes
-        are deleted by ID; only then is the head marked complete. Every step is by ID, so a
-        write costs the same whatever the size of the collection.
+        are deleted by ID; only then is the head marked complete.
         """
         count = len(points)
         extent = max(self._extents(collection, [source]).get(source, 0), count)
         head, rest = points[0], list(points[1:])
         head.payload.update(complete=False, extent=extent)
-        self.client.upsert(collection, points=[head], wait=True)
+        self._upsert(collection, [head])
         for begin in range(0, len(rest), batch_size):
-            self.client.upsert(collection, points=rest[begin:begin + batch_size], wait=True)
+            self._upsert(collection, rest[begin:begin + batch_size])
         surplus = [point_id(source, index) for index in range(count, extent)]
         for begin in range(0, len(surplus), batch_size):
-            self.client.delete(collection, points_selector=surplus[begin:begin + batch_size], wait=True)
-        self.client.set_payload(collection, {"complete": True, "extent": count}, points=[head.id],
-                                wait=True)
+            self._delete(collection, surplus[begin:begin + batch_size])
+        self._set_payload(collection, [head.id], {"complete": True, "extent": count})
 
-    @_translate
+    @operation
     def update_signature(self, collection: str, source: str, signature: str | None) -> None:
         """Record a new listing signature on an unchanged file's head (e.g. after a touch)."""
-        self.client.set_payload(collection, {"source_signature": signature},
-                                points=[point_id(source, HEAD_INDEX)], wait=True)
+        self._set_payload(collection, [point_id(source, HEAD_INDEX)], {"source_signature": signature})
 
-    @_translate
-    def indexed_sources(self, collection: str) -> set[str]:
-        """Every source with points in the collection (pages through payloads, no vectors)."""
-        sources: set[str] = set()
+    def iter_points(self, collection: str, *, fields: list[str] | None = None,
+                    with_vectors: bool = False, page: int = 1024) -> Iterator[StoredPoint]:
+        """Every point of the collection, page by page (for prune, export and migration)."""
         offset = None
         while True:
-            points, offset = self.client.scroll(collection, limit=2048, offset=offset,
-                                                with_payload=[SOURCE_FIELD], with_vectors=False)
-            sources.update(p.payload[SOURCE_FIELD] for p in points if p.payload)
+            with self._lock, self._errors():
+                points, offset = self._scroll(collection, offset, page, fields, with_vectors)
+            yield from points
             if offset is None:
-                return sources
+                return
 
-    @_translate
+    def indexed_sources(self, collection: str) -> set[str]:
+        """Every source with points in the collection."""
+        return {p.payload[SOURCE_FIELD] for p in self.iter_points(collection, fields=[SOURCE_FIELD])
+                if SOURCE_FIELD in p.payload}
+
+    @operation
     def delete_sources(self, collection: str, sources: list[str], *, batch_size: int = 256) -> None:
         """Delete every point of ``sources`` (by ID, from each head's extent)."""
         for begin in range(0, len(sources), batch_size):
@@ -205,57 +229,70 @@ class QdrantStore:
             ids = [point_id(source, index) for source, extent in extents.items()
                    for index in range(extent)]
             for start in range(0, len(ids), batch_size):
-                self.client.delete(collection, points_selector=ids[start:start + batch_size], wait=True)
+                self._delete(collection, ids[start:start + batch_size])
 
-    @_translate
+    @operation
+    def upsert_points(self, collection: str, points: Sequence[StoredPoint]) -> None:
+        """Write points as they are (migration between backends)."""
+        self._upsert(collection, points)
+
+    @operation
+    def collection_dimension(self, collection: str) -> int | None:
+        """Vector size of an existing collection, ``None`` when it does not exist."""
+        config = self._vectors_config(collection)
+        return None if config is None else config[0]
+
+    @operation
     def search(self, collection: str, vector: Sequence[float], *, limit: int) -> list[SearchHit]:
         """Nearest points by cosine similarity, best first."""
-        if not self.client.collection_exists(collection):
+        if self._vectors_config(collection) is None:
             raise StoreError(f"collection {collection!r} does not exist; run 'ingest run' first")
-        response = self.client.query_points(collection, query=list(vector), limit=limit,
-                                            with_payload=True)
-        return [SearchHit(score=p.score, payload=p.payload or {}) for p in response.points]
+        return self._query(collection, vector, limit)
 
-    @_translate
+    @operation
     def count(self, collection: str) -> int:
         """Points in the collection (0 when it does not exist)."""
-        if not self.client.collection_exists(collection):
+        if self._vectors_config(collection) is None:
             return 0
-        return self.client.count(collection, exact=True).count
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.client.close()
+        return self._count(collection)
 
 
-_stores: dict[StoreLocation, QdrantStore] = {}
+_stores: dict[StoreLocation, VectorStore] = {}
 _stores_lock = threading.Lock()
 
 
-def get_store(location: StoreLocation) -> QdrantStore:
-    """The process-wide store for ``location``, created on first use.
+def open_store(location: StoreLocation) -> VectorStore:
+    """A new store object for ``location`` (callers normally want ``get_store``)."""
+    from tasks.core.settings import IngestSettings
 
-    The API key is read from the environment here, in the process that talks to the server,
-    so it never travels in task parameters.
-    """
+    if location.kind == "edge":
+        from tasks.core.store_edge import EdgeStore
+
+        return EdgeStore(location, optimize_threshold=IngestSettings().edge_optimize_threshold)
+    from tasks.core.store_qdrant import QdrantClientStore
+
+    api_key = None
+    if location.kind == "qdrant-server":
+        # Read here, in the process that talks to the server, so it never travels in parameters.
+        secret = IngestSettings().qdrant_api_key
+        api_key = secret.get_secret_value() if secret else None
+    return QdrantClientStore(location, api_key=api_key)
+
+
+def get_store(location: StoreLocation) -> VectorStore:
+    """The process-wide store for ``location``, created on first use."""
     with _stores_lock:
         store = _stores.get(location)
         if store is None:
-            api_key = None
-            if location.url:
-                from tasks.core.settings import IngestSettings
-
-                secret = IngestSettings().qdrant_api_key
-                api_key = secret.get_secret_value() if secret else None
             if not _stores:
-                # Close before interpreter teardown: the embedded client's __del__ fails then.
+                # Close before interpreter teardown: embedded engines flush and unlock then.
                 atexit.register(close_stores)
-            store = _stores[location] = QdrantStore(location, api_key=api_key)
+            store = _stores[location] = open_store(location)
         return store
 
 
 def close_stores() -> None:
-    """Close every cached client (releases the embedded store's folder lock)."""
+    """Close every cached store (flushes embedded ones and releases their folder locks)."""
     with _stores_lock:
         for store in _stores.values():
             store.close()

@@ -53,14 +53,11 @@ def test_bad_runs_exit_non_zero_with_one_line(ingest_env, args, code, message):
 
 
 def test_collection_of_another_size_is_refused_before_writing(ingest_env):
-    from qdrant_client import models
-
-    from tasks.core.settings import StoreLocation
+    from tasks.core.settings import IngestSettings, StoreLocation
     from tasks.core.store import get_store
 
-    store = get_store(StoreLocation(path=str(ingest_env)))
-    store.client.create_collection("small", vectors_config=models.VectorParams(
-        size=8, distance=models.Distance.COSINE))
+    store = get_store(StoreLocation.embedded(IngestSettings().store, ingest_env))
+    store.ensure_collection("small", 8)
     result = runner.invoke(app, ["run", str(MIXED), "--collection", "small"])
     assert result.exit_code == 1 and "8-d" in result.stderr
     assert store.count("small") == 0
@@ -103,16 +100,43 @@ def test_prune_and_overwrite_from_the_command_line(ingest_env, tmp_path):
 
 
 def test_overwrite_recreates_a_collection_of_another_size(ingest_env):
-    from qdrant_client import models
-
-    from tasks.core.settings import StoreLocation
+    from tasks.core.settings import IngestSettings, StoreLocation
     from tasks.core.store import get_store
 
-    store = get_store(StoreLocation(path=str(ingest_env)))
-    store.client.create_collection("resized", vectors_config=models.VectorParams(
-        size=8, distance=models.Distance.COSINE))
+    store = get_store(StoreLocation.embedded(IngestSettings().store, ingest_env))
+    store.ensure_collection("resized", 8)
     refused = runner.invoke(app, ["run", str(SAMPLES), "--collection", "resized"])
     assert refused.exit_code == 1 and "--overwrite" in refused.stderr
     result = runner.invoke(app, ["run", str(SAMPLES), "--collection", "resized", "--overwrite", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["totals"]["indexed"] == 4
+
+
+def test_export_and_migrate_from_the_command_line(ingest_env, store_backend):
+    ran = runner.invoke(app, ["run", str(SAMPLES), "--collection", "moving", "--json"])
+    assert ran.exit_code == 0, ran.output
+    chunks = json.loads(ran.stdout)["totals"]["chunks"]
+    exported = runner.invoke(app, ["export", "--collection", "moving"])
+    lines = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert len(lines) == chunks and all(set(r) == {"id", "payload"} for r in lines)
+    with_vectors = runner.invoke(app, ["export", "--collection", "moving", "--vectors"])
+    assert len(json.loads(with_vectors.stdout.splitlines()[0])["vector"]) == 384
+
+    from tasks.core.store import close_stores
+
+    close_stores()  # the migration opens both embedded stores itself
+    other = "qdrant-local" if store_backend == "edge" else "edge"
+    moved = runner.invoke(app, ["migrate", "--from", store_backend, "--to", other, "--collection", "moving"])
+    assert moved.exit_code == 0, moved.output
+    assert f"copied {chunks} points" in moved.stdout
+    import os
+
+    os.environ["INGEST_STORE"] = other  # restored by the autouse env fixture
+    copied = runner.invoke(app, ["export", "--collection", "moving"])
+    assert sorted(l["id"] for l in map(json.loads, copied.stdout.splitlines())) == sorted(r["id"] for r in lines)
+    found = runner.invoke(app, ["search", "glacial lakes turquoise", "--collection", "moving", "--json"])
+    assert json.loads(found.stdout)[0]["file_name"] == "alpine-lakes-field-guide.pdf"
+    bad = runner.invoke(app, ["migrate", "--from", "edge", "--to", "edge"])
+    assert bad.exit_code == 2
+    missing = runner.invoke(app, ["export", "--collection", "nope"])
+    assert missing.exit_code == 1 and "does not exist" in missing.stderr

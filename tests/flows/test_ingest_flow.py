@@ -62,9 +62,10 @@ def test_mixed_batch_outcomes_artifacts_and_search(ingest_env):
     [progress] = read_artifacts(summary.run_id, "progress")
     assert progress.data == 100.0
 
-    # 13 files in groups of 4: 4 ingest task runs plus the collection check, not one per file.
+    # 13 files in groups of 4: 4 ingest task runs plus the collection check and the store's
+    # maintenance, not one task run per file.
     names = sorted(r.name for r in read_task_runs(summary.run_id))
-    assert len(names) == 5 and sum(n.startswith("ingest-") for n in names) == 4
+    assert len(names) == 6 and sum(n.startswith("ingest-") for n in names) == 4
 
     config = PipelineConfig.build(IngestSettings(), IngestParams(sources=["."], collection="mixed"))
     [hit] = search("why is glacier lake water turquoise? rock flour", config, limit=1)

@@ -14,8 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 def stored(config):
-    records, _ = get_store(config.store).client.scroll(config.collection, limit=10_000)
-    return {str(r.id): r.payload for r in records}
+    return {p.id: p.payload for p in get_store(config.store).iter_points(config.collection)}
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])

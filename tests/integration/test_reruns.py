@@ -86,8 +86,10 @@ def test_unchanged_files_are_skipped_without_download(store_path, folder, reads)
     assert sum(o.chunks for o in second.values() if o.status is Status.INDEXED) == 0
     assert second["heat-pumps.txt"].chunks == first["heat-pumps.txt"].chunks
     # Nothing rewritten: even ingested_at is the same.
-    records, _ = get_store(config.store).client.scroll("docs", limit=1000)
-    assert snapshot(config) == before and all(r.payload["ingested_at"] for r in records)
+    stamps = {p.id: p.payload["ingested_at"] for p in get_store(config.store).iter_points("docs")}
+    assert snapshot(config) == before
+    run_all(config, [str(folder)])
+    assert {p.id: p.payload["ingested_at"] for p in get_store(config.store).iter_points("docs")} == stamps
 
 
 def test_touched_file_is_hashed_once_then_skipped_by_signature(store_path, folder, reads):

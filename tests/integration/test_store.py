@@ -11,49 +11,42 @@ import pytest
 from tasks.core.errors import CollectionMismatchError, StoreError, StoreUnavailableError
 from tasks.core.ids import point_id
 from tasks.core.settings import StoreLocation
-from tasks.core.store import QdrantStore, get_store
+from tasks.core.store import StoredPoint, VectorStore, get_store, open_store
+from tasks.core.store_qdrant import QdrantClientStore
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
 
 def points(source: str, count: int, *, sha: str = "s1", dim: int = 8):
-    from qdrant_client.models import PointStruct
-
     rng = np.random.default_rng(count)
-    return [PointStruct(id=point_id(source, i), vector=rng.random(dim).tolist(),
+    return [StoredPoint(id=point_id(source, i), vector=rng.random(dim).tolist(),
                         payload={"source": source, "chunk_index": i, "chunk_count": count,
                                  "content_sha256": sha, "config_fingerprint": "f", "text": f"t{i}",
                                  "source_signature": f"sig-{sha}"})
             for i in range(count)]
 
 
-class CrashAfter:
-    """Wraps a qdrant client; raises (as a killed process would stop) after N writes."""
+def crash_after(monkeypatch, store: VectorStore, writes: int) -> None:
+    """Make the backend stop (as a killed process would) after ``writes`` write primitives."""
+    left = [writes]
+    for name in ("_upsert", "_delete", "_set_payload"):
+        real = getattr(store, name)
 
-    def __init__(self, client, writes: int) -> None:
-        self._client, self._left = client, writes
-
-    def __getattr__(self, name):
-        attr = getattr(self._client, name)
-        if name not in ("upsert", "delete", "set_payload"):
-            return attr
-
-        def write(*args, **kwargs):
-            if self._left == 0:
+        def write(*args, _real=real, **kwargs):
+            if left[0] == 0:
                 raise KeyboardInterrupt("crash")
-            self._left -= 1
-            return attr(*args, **kwargs)
-        return write
+            left[0] -= 1
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(store, name, write)
 
 
-def ids_of(store: QdrantStore, collection: str) -> set[str]:
-    records, _ = store.client.scroll(collection, limit=10_000)
-    return {str(r.id) for r in records}
+def ids_of(store: VectorStore, collection: str) -> set[str]:
+    return {p.id for p in store.iter_points(collection)}
 
 
-def test_collection_is_created_and_checked(store_path):
-    store = get_store(StoreLocation(path=str(store_path)))
+def test_collection_is_created_and_checked(store_location):
+    store = get_store(store_location)
     store.ensure_collection("docs", 8)
     store.ensure_collection("docs", 8)  # idempotent
     with pytest.raises(CollectionMismatchError, match="8-d"):
@@ -61,8 +54,8 @@ def test_collection_is_created_and_checked(store_path):
     assert store.count("docs") == 0
 
 
-def test_replace_shrinks_without_leftovers(store_path):
-    store = get_store(StoreLocation(path=str(store_path)))
+def test_replace_shrinks_without_leftovers(store_location):
+    store = get_store(store_location)
     store.ensure_collection("docs", 8)
     store.replace_file_points("docs", "file:///a", points("file:///a", 40), batch_size=16)
     store.replace_file_points("docs", "file:///b", points("file:///b", 3), batch_size=16)
@@ -78,18 +71,15 @@ def test_replace_shrinks_without_leftovers(store_path):
     assert ids_of(store, "docs") == {point_id("file:///b", i) for i in range(3)}
 
 
-@pytest.mark.parametrize("crash_after", range(7))  # head, 2 upserts, 3 deletes, commit
-def test_a_crash_at_any_write_leaves_the_head_incomplete_or_old(store_path, crash_after):
-    store = get_store(StoreLocation(path=str(store_path)))
+@pytest.mark.parametrize("writes", range(7))  # head, 2 upserts, 3 deletes, commit
+def test_a_crash_at_any_write_leaves_the_head_incomplete_or_old(store_location, writes, monkeypatch):
+    store = get_store(store_location)
     store.ensure_collection("docs", 8)
     store.replace_file_points("docs", "file:///a", points("file:///a", 6), batch_size=2)
-    real = store.client
-    store.client = CrashAfter(real, crash_after)
-    try:
+    with monkeypatch.context() as patch:
+        crash_after(patch, store, writes)
         with pytest.raises(KeyboardInterrupt):
             store.replace_file_points("docs", "file:///a", points("file:///a", 3, sha="s2"), batch_size=1)
-    finally:
-        store.client = real
     head = store.file_heads("docs", ["file:///a"])["file:///a"]
     # Either nothing changed yet (the old version, still complete) or the head says "redo me".
     assert (head.complete and head.content_sha256 == "s1") or not head.complete
@@ -101,8 +91,8 @@ def test_a_crash_at_any_write_leaves_the_head_incomplete_or_old(store_path, cras
     assert store.file_heads("docs", ["file:///a"])["file:///a"].complete
 
 
-def test_overwrite_recreates_a_collection_of_another_size(store_path):
-    store = get_store(StoreLocation(path=str(store_path)))
+def test_overwrite_recreates_a_collection_of_another_size(store_location):
+    store = get_store(store_location)
     store.ensure_collection("docs", 8)
     store.replace_file_points("docs", "file:///a", points("file:///a", 2), batch_size=2)
     with pytest.raises(CollectionMismatchError, match="--overwrite"):
@@ -113,8 +103,8 @@ def test_overwrite_recreates_a_collection_of_another_size(store_path):
     store.ensure_collection("docs", 16, recreate_on_mismatch=True)  # fits now: kept
 
 
-def test_search_and_missing_collection(store_path):
-    store = get_store(StoreLocation(path=str(store_path)))
+def test_search_and_missing_collection(store_location):
+    store = get_store(store_location)
     store.ensure_collection("docs", 8)
     written = points("file:///a", 5)
     store.replace_file_points("docs", "file:///a", written, batch_size=2)
@@ -124,14 +114,15 @@ def test_search_and_missing_collection(store_path):
         store.search("nope", written[0].vector, limit=1)
 
 
-def test_second_process_on_the_same_folder_gets_a_clear_error(store_path):
-    get_store(StoreLocation(path=str(store_path))).ensure_collection("docs", 8)
+def test_second_process_on_the_same_folder_gets_a_clear_error(store_location):
+    get_store(store_location).ensure_collection("docs", 8)
     with pytest.raises(StoreError, match="in use by another process"):
-        QdrantStore(StoreLocation(path=str(store_path)))
+        open_store(store_location).ensure_collection("docs", 8)
 
 
 def test_unreachable_server_is_transient():
-    store = QdrantStore(StoreLocation(url=f"http://127.0.0.1:{free_port()}"), timeout=2)
+    store = QdrantClientStore(StoreLocation(kind="qdrant-server", url=f"http://127.0.0.1:{free_port()}"),
+                              timeout=2)
     with pytest.raises(StoreUnavailableError, match="unreachable"):
         store.ensure_collection("docs", 8)
 
@@ -159,7 +150,9 @@ def test_server_answers_are_classified(status, error):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        store = QdrantStore(StoreLocation(url=f"http://127.0.0.1:{server.server_address[1]}"), timeout=5)
+        store = QdrantClientStore(StoreLocation(kind="qdrant-server",
+                                                url=f"http://127.0.0.1:{server.server_address[1]}"),
+                                  timeout=5)
         with pytest.raises(error) as caught:
             store.ensure_collection("docs", 8)
         if error is StoreError:

@@ -59,15 +59,20 @@ def test_settings_from_environment(monkeypatch, tmp_path):
     assert "k-123" not in repr(settings)  # SecretStr
     config = PipelineConfig.build(settings, IngestParams(sources=["."]))
     assert config.store.url == "http://127.0.0.1:6333" and config.store.path is None
+    assert config.store.kind == "qdrant-server"
     assert (config.chunk_tokens, config.collection) == (128, "papers")
     assert "k-123" not in config.model_dump_json()
 
 
-def test_embedded_store_by_default(monkeypatch, tmp_path):
+def test_edge_is_the_embedded_default_and_qdrant_local_is_explicit(monkeypatch, tmp_path):
+    monkeypatch.delenv("INGEST_STORE")
     monkeypatch.setenv("INGEST_QDRANT_PATH", str(tmp_path / "q"))
     config = PipelineConfig.build(IngestSettings(), IngestParams(sources=["."], collection="x",
                                                                  chunk_tokens=100, chunk_overlap=10))
-    assert config.store.path == str(tmp_path / "q") and config.store.url is None
+    assert (config.store.kind, config.store.path) == ("edge", str(tmp_path / "q" / "edge"))
+    monkeypatch.setenv("INGEST_STORE", "qdrant-local")
+    local = PipelineConfig.build(IngestSettings())
+    assert (local.store.kind, local.store.path, local.store.url) == ("qdrant-local", str(tmp_path / "q"), None)
     assert (config.collection, config.chunk_tokens, config.chunk_overlap) == ("x", 100, 10)
 
 

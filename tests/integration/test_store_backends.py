@@ -1,0 +1,101 @@
+"""Across backends: migration without re-embedding, export, and Edge's own behaviour
+(index building on demand, exact search before it, persistence across reopen)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks.core.ids import point_id
+from tasks.core.settings import StoreLocation
+from tasks.core.store import StoredPoint, open_store
+from tasks.core.store_edge import EdgeStore
+from tasks.core.transfer import copy_collection, export_records
+
+pytestmark = pytest.mark.integration
+
+
+def make_points(count: int, dim: int = 16):
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(count, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return [StoredPoint(id=point_id(f"file:///f{i // 5}", i % 5), vector=v.tolist(),
+                        payload={"source": f"file:///f{i // 5}", "chunk_index": i % 5, "text": f"t{i}"})
+            for i, v in enumerate(vectors)]
+
+
+def contents(store, collection):
+    return {p.id: (p.payload, p.vector) for p in store.iter_points(collection, with_vectors=True)}
+
+
+def assert_same_contents(actual, expected):
+    assert actual.keys() == expected.keys()
+    for key, (payload, vector) in expected.items():
+        assert actual[key][0] == payload
+        assert np.allclose(actual[key][1], vector, atol=1e-6)
+
+
+@pytest.mark.parametrize("source_kind,target_kind", [("qdrant-local", "edge"), ("edge", "qdrant-local")])
+def test_migration_copies_every_point_exactly(tmp_path, source_kind, target_kind):
+    source = open_store(StoreLocation.embedded(source_kind, tmp_path))
+    target = open_store(StoreLocation.embedded(target_kind, tmp_path))
+    try:
+        source.ensure_collection("docs", 16)
+        source.upsert_points("docs", make_points(1200))
+        assert copy_collection(source, target, "docs", batch_size=500) == 1200
+        assert_same_contents(contents(target, "docs"), contents(source, "docs"))
+        assert copy_collection(source, target, "docs") == 1200  # idempotent
+        assert target.count("docs") == 1200
+    finally:
+        source.close()
+        target.close()
+
+
+def test_export_lines(tmp_path, store_backend):
+    store = open_store(StoreLocation.embedded(store_backend, tmp_path))
+    try:
+        store.ensure_collection("docs", 16)
+        store.upsert_points("docs", make_points(7))
+        plain = list(export_records(store, "docs", vectors=False))
+        assert len(plain) == 7 and set(plain[0]) == {"id", "payload"}
+        full = list(export_records(store, "docs", vectors=True))
+        assert len(full[0]["vector"]) == 16
+    finally:
+        store.close()
+
+
+def test_edge_searches_exactly_before_the_index_and_the_same_after(tmp_path):
+    # 384-d like the model's vectors: 8,000 of them pass Edge's default indexing threshold.
+    store = EdgeStore(StoreLocation.embedded("edge", tmp_path), optimize_threshold=1000)
+    try:
+        store.ensure_collection("docs", 384)
+        points = make_points(8000, dim=384)
+        store.upsert_points("docs", points)
+        queries = [points[i].vector for i in (3, 700, 7999)]
+        before = [[h.payload["text"] for h in store.search("docs", q, limit=5)] for q in queries]
+        assert [b[0] for b in before] == ["t3", "t700", "t7999"]  # exact, no index yet
+        assert store.maintain("docs") == "optimized: 8000 of 8000 points indexed"
+        assert store.maintain("docs") is None  # nothing waits any more
+        after = [[h.payload["text"] for h in store.search("docs", q, limit=5)] for q in queries]
+        assert [a[0] for a in after] == ["t3", "t700", "t7999"]
+        small = EdgeStore(StoreLocation.embedded("edge", tmp_path / "small"), optimize_threshold=20_000)
+        small.ensure_collection("docs", 384)
+        small.upsert_points("docs", points[:100])
+        assert small.maintain("docs") is None  # below the threshold: exact search is cheap
+        small.close()
+    finally:
+        store.close()
+
+
+def test_edge_persists_across_reopen(tmp_path):
+    location = StoreLocation.embedded("edge", tmp_path)
+    store = open_store(location)
+    store.ensure_collection("docs", 16)
+    store.upsert_points("docs", make_points(50))
+    expected = contents(store, "docs")
+    store.close()
+    reopened = open_store(location)
+    try:
+        assert_same_contents(contents(reopened, "docs"), expected)
+    finally:
+        reopened.close()
