@@ -42,3 +42,8 @@ FILES ?= 500
 .PHONY: bench-rerun
 bench-rerun: install-test
 	$(BIN)/python -m bench.rerun --files $(FILES)
+
+POINTS ?= 100000
+.PHONY: bench-store
+bench-store: install-test
+	$(BIN)/python -m bench.store --points $(POINTS)
