@@ -62,14 +62,16 @@ def _status_style(status: str) -> str:
 
 def _display_name(uri: str, sources: list[str]) -> str:
     """The file's path relative to the source it came from, for a readable table."""
-    from pathlib import Path
+    from urllib.parse import unquote
+
+    from tasks.core.sources import local_path
 
     for source in sources:
-        root = source if source.startswith("s3://") else Path(source).expanduser().resolve().as_uri()
+        root = source if source.startswith("s3://") else local_path(source).resolve().as_uri()
         root = root.rstrip("/") + "/"
         if uri.startswith(root):
-            return uri[len(root):]
-    return uri.removeprefix("file://")
+            return unquote(uri[len(root):])
+    return unquote(uri.removeprefix("file://"))
 
 
 def _print_summary(summary, sources: list[str]) -> None:
@@ -256,6 +258,20 @@ def migrate(
         source.close()
         target.close()
     out.print(f"copied {copied} points of {name!r} from {from_kind} to {to_kind}", highlight=False)
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+) -> None:
+    """Serve the HTTP batch upload API (POST /batch, GET /runs/{id}, GET /search, GET /healthz)."""
+    _configure_prefect(verbose=False)
+    import uvicorn
+
+    from flows.api import create_app
+
+    uvicorn.run(create_app(_settings()), host=host, port=port)
 
 
 def main() -> None:

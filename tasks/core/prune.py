@@ -9,10 +9,8 @@ wipe a collection.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
-
 from tasks.core.models import FileOutcome, PruneReport, Reason, Status
-from tasks.core.sources import is_hidden, matches_include
+from tasks.core.sources import is_hidden, local_path, matches_include
 from tasks.core.store import VectorStore
 
 
@@ -25,7 +23,7 @@ def source_roots(sources: Iterable[str]) -> list[str]:
             bare = source.rstrip("/")
             roots += [bare + "/"] if source.endswith("/") or bare.count("/") == 2 else [bare, bare + "/"]
             continue
-        path = Path(source.removeprefix("file://")).expanduser().resolve()
+        path = local_path(source).resolve()
         roots.append(path.as_uri() + "/" if path.is_dir() else path.as_uri())
     return roots
 

@@ -53,6 +53,12 @@ class IngestSettings(BaseSettings):
     files_per_task: int = Field(8, ge=1, le=1000, description="Files per Prefect task run")
     retries: int = Field(3, ge=0, le=20)
     retry_backoff_s: float = Field(2.0, ge=0)
+    landing: str = Field(".ingest/landing", description="Where the upload API lands files: "
+                                                         "a folder or s3://bucket/prefix")
+    api_key: SecretStr | None = Field(None, description="When set, the upload API requires it "
+                                                        "in the X-API-Key header")
+    api_max_files: int = Field(20, ge=1, le=1000, description="Files per upload request")
+    api_max_file_mb: float = Field(50.0, gt=0, description="Size of one uploaded file")
 
     @model_validator(mode="after")
     def _chunking(self) -> IngestSettings:

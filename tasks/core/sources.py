@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlparse
 
 import fsspec
 from fsspec.asyn import sync
@@ -38,6 +39,18 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover
         pass
     return tuple(types)
+
+
+def local_path(source: str) -> Path:
+    """A local source as a path: a plain path, or a ``file://`` URI (percent-decoded)."""
+    if source.startswith("file://"):
+        return Path(unquote(urlparse(source).path))
+    return Path(source).expanduser()
+
+
+def display_name(uri: str) -> str:
+    """A source's file name as a person reads it (URIs are percent-encoded)."""
+    return unquote(uri.rsplit("/", 1)[-1])
 
 
 def is_hidden(relative: str) -> bool:
@@ -141,7 +154,7 @@ def discover_files(sources: Iterable[str], include: Iterable[str] = ()) -> Itera
         elif "://" in source and not source.startswith("file://"):
             raise ConfigError(f"unsupported source scheme: {source} (use a local path or s3://)")
         else:
-            files = _iter_local(Path(source.removeprefix("file://")).expanduser().resolve(), patterns)
+            files = _iter_local(local_path(source).resolve(), patterns)
         for file in files:
             if seen is None:
                 yield file

@@ -31,7 +31,9 @@ def write_corpus(folder: Path, files: int = 10) -> Path:
 
 def start_and_wait_for_indexed(args, env, count: int, timeout: float = 180):
     """Start ``ingest`` and return once ``count`` files have been reported indexed."""
-    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Its own session, so a kill can take the whole tree (Prefect's temporary server too).
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
     seen, deadline = 0, time.monotonic() + timeout
     while seen < count:
         line = process.stderr.readline()
@@ -68,7 +70,7 @@ def stored_now(env) -> dict:
 def test_sigkill_mid_run_then_rerun_equals_one_clean_run(tmp_path, env):
     corpus = write_corpus(tmp_path / "corpus")
     victim = start_and_wait_for_indexed([str(SCRIPT), "run", str(corpus), "--verbose"], env, count=3)
-    os.kill(victim.pid, signal.SIGKILL)
+    os.killpg(victim.pid, signal.SIGKILL)  # the process and everything it started
     victim.wait(timeout=30)
     assert victim.returncode == -signal.SIGKILL
 

@@ -58,3 +58,10 @@ def test_vanished_file_is_a_rejection(tree):
     with pytest.raises(FileRejected) as caught:
         read_bytes(file)
     assert caught.value.reason is Reason.NOT_FOUND
+
+
+def test_file_uris_are_decoded(tmp_path):
+    odd = tmp_path / "notes (2) é.txt"
+    odd.write_text("x")
+    [file] = discover_files([odd.as_uri()])
+    assert file.path == str(odd) and file.uri == odd.as_uri()
