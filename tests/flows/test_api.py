@@ -166,3 +166,20 @@ def test_through_a_real_uvicorn_server(cli_env, tmp_path):
         server.terminate()
         output, _ = server.communicate(timeout=30)
     assert KEY not in output  # not in the server's logs either
+
+
+def test_landing_on_s3(ingest_env, s3_bucket, monkeypatch):
+    from tasks.core.sources import filesystem
+
+    monkeypatch.setenv("INGEST_LANDING", f"s3://{s3_bucket}/landing")
+    client = TestClient(create_app())
+    response = client.post("/batch", files=upload(*FOUR[:2]))
+    assert by_file(response) == {"guide.pdf": ("indexed", "ok"), "heat-pumps.txt": ("indexed", "ok")}
+    fs = filesystem("s3")
+    fs.invalidate_cache()
+    assert sorted(fs.ls(f"{s3_bucket}/landing")) == [f"{s3_bucket}/landing/guide.pdf",
+                                                     f"{s3_bucket}/landing/heat-pumps.txt"]
+    again = client.post("/batch", files=upload(*FOUR[:2]))
+    assert {s for s, _ in by_file(again).values()} == {"unchanged"}
+    sources = {r["file"]: r for r in response.json()["results"]}
+    assert sources["guide.pdf"]["pages"] == 4
