@@ -61,6 +61,12 @@ class SearchHit:
     payload: dict[str, Any]
 
 
+def store_in_use(location: StoreLocation) -> StoreError:
+    """The error for an embedded store another process holds (they admit one at a time)."""
+    return StoreError(f"the embedded store at {location.path} is in use by another process; "
+                      "wait for it to finish or set QDRANT_URL to use a Qdrant server")
+
+
 def operation(call: Callable[..., T]) -> Callable[..., T]:
     """A public store operation: serialised where the backend needs it, errors translated."""
 

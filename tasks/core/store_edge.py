@@ -17,7 +17,7 @@ from typing import Any
 
 from tasks.core.errors import CollectionMismatchError, IngestError, StoreError
 from tasks.core.settings import StoreLocation
-from tasks.core.store import SOURCE_FIELD, SearchHit, StoredPoint, VectorStore
+from tasks.core.store import SOURCE_FIELD, SearchHit, StoredPoint, VectorStore, store_in_use
 
 CONFIG_FILE = "edge_config.json"
 # Points waiting for the graph index before a run's end triggers optimize(): below this, exact
@@ -47,9 +47,7 @@ class EdgeStore(VectorStore):
         except Exception as exc:  # the bindings raise plain Exception with the engine's message
             message = str(exc)
             if "WouldBlock" in message:  # the shard's WAL lock: one process per shard
-                raise StoreError(
-                    f"the embedded store at {self.location.path} is in use by another process; "
-                    "wait for it to finish or set QDRANT_URL to use a Qdrant server") from exc
+                raise store_in_use(self.location) from exc
             raise StoreError(f"Qdrant Edge: {message}") from exc
 
     def _shard(self, collection: str):

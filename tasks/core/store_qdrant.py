@@ -18,7 +18,7 @@ from tasks.core.errors import (
     StoreUnavailableError,
 )
 from tasks.core.settings import StoreLocation
-from tasks.core.store import SOURCE_FIELD, SearchHit, StoredPoint, VectorStore
+from tasks.core.store import SOURCE_FIELD, SearchHit, StoredPoint, VectorStore, store_in_use
 
 
 class QdrantClientStore(VectorStore):
@@ -34,9 +34,7 @@ class QdrantClientStore(VectorStore):
             try:
                 self.client = QdrantClient(path=location.path)
             except RuntimeError as exc:  # its portalocker lock: one process per folder
-                raise StoreError(
-                    f"the embedded store at {location.path} is in use by another process; "
-                    "wait for it to finish or set QDRANT_URL to use a Qdrant server") from exc
+                raise store_in_use(location) from exc
         else:
             self.client = QdrantClient(url=location.url, api_key=api_key, timeout=int(timeout))
 
