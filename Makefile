@@ -38,12 +38,13 @@ test: install-test
 clean:
 	rm -rf .ingest
 
-FILES ?= 500
-.PHONY: bench-rerun
-bench-rerun: install-test
-	$(BIN)/python -m bench.rerun --files $(FILES)
+# Benchmarks (bench/): `make bench FILES=50` for a quick check.
+.PHONY: bench bench-rerun bench-store
+bench: install-test
+	$(BIN)/python -m bench.throughput --files $(or $(FILES),300)
 
-POINTS ?= 100000
-.PHONY: bench-store
+bench-rerun: install-test
+	$(BIN)/python -m bench.rerun --files $(or $(FILES),500)
+
 bench-store: install-test
-	$(BIN)/python -m bench.store --points $(POINTS)
+	$(BIN)/python -m bench.store --points $(or $(POINTS),100000)

@@ -1,0 +1,23 @@
+"""The benchmark harnesses keep working: tiny inputs, shape of the output, no timing claims."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.flow
+
+
+@pytest.mark.parametrize("args,keys", [
+    (["bench.throughput", "--files", "4"], {"pipeline_vs_raw", "vs_seed", "backlog_s", "plain_vs_limit"}),
+    (["bench.store", "--points", "300"], {"edge_open_s", "local_open_s", "edge_search_median_ms"}),
+])
+def test_harness_prints_its_table_and_a_json_last_line(cli_env, args, keys):
+    run = subprocess.run([sys.executable, "-m", *args], env=cli_env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert keys <= set(report)
