@@ -100,6 +100,18 @@ def generate_corpus(folder: Path, files: int, *, seed: int = 1, pdf_share: float
     return folder
 
 
+def isolated_run_environment(prefix: str) -> Path:
+    """Before Prefect is imported: no telemetry, quiet console, a fresh embedded store folder."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["INGEST_QDRANT_PATH"] = str(workdir / "store")
+    return workdir
+
+
 def cached_corpus(files: int, seed: int = 1) -> Path:
     """The corpus for (files, seed), generated on first use under ``bench/.corpus``."""
     folder = CACHE / f"{files}-{seed}"

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 
 def main() -> None:
@@ -24,12 +21,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed re-runs (median reported)")
     args = parser.parse_args()
 
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-    workdir = Path(tempfile.mkdtemp(prefix="bench-rerun-"))
-    os.environ["INGEST_QDRANT_PATH"] = str(workdir / "qdrant")
+    from bench.corpus import cached_corpus, isolated_run_environment
 
-    from bench.corpus import cached_corpus
+    isolated_run_environment("bench-rerun-")
     from flows.ingest_flow import ingest_documents
     from tasks.core.settings import IngestParams
 

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -102,12 +100,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="encode measurements repeated (median)")
     args = parser.parse_args()
 
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-    workdir = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
-    os.environ["INGEST_QDRANT_PATH"] = str(workdir / "store")
+    from bench.corpus import cached_corpus, isolated_run_environment
 
-    from bench.corpus import cached_corpus
+    isolated_run_environment("bench-throughput-")
     from flows.ingest_flow import ingest_documents
     from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
 
