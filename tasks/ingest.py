@@ -57,7 +57,13 @@ def ingest_files(files: list[SourceFile], config: PipelineConfig) -> list[FileOu
     run = context.task_run
     last_attempt = run.run_count > (context.task.retries or 0)
     finished = _finished.setdefault(run.id, {})
-    outcomes = process_files(processor_for(config), files, done=finished, give_up=last_attempt)
+    try:
+        outcomes = process_files(processor_for(config), files, done=finished, give_up=last_attempt)
+    except TransientError:
+        raise  # retried: keep what this run finished
+    except BaseException:
+        _finished.pop(run.id, None)
+        raise
     _finished.pop(run.id, None)
     logger = get_run_logger()
     for outcome in outcomes:

@@ -20,7 +20,7 @@ from tasks.core.embedding import Embedder, get_embedder
 from tasks.core.errors import FileRejected, StoreError, TransientError
 from tasks.core.ids import config_fingerprint, point_id
 from tasks.core.models import Document, FileOutcome, Reason, SourceFile, Status
-from tasks.core.readers import HEAD_BYTES, PDF_MAGIC, TEXT_SUFFIXES, read_document, sniff_kind
+from tasks.core.readers import HEAD_BYTES, TEXT_SUFFIXES, read_document, sniff_kind
 from tasks.core.settings import PipelineConfig
 from tasks.core.sources import read_bytes
 from tasks.core.store import FileHead, StoredPoint, VectorStore, get_store
@@ -82,10 +82,9 @@ class FileProcessor:
         if file.size is not None and file.size > limit:
             raise FileRejected(Reason.TOO_LARGE, f"{file.size} bytes, over the limit of {limit}")
         if PurePosixPath(file.name).suffix.lower() not in TEXT_SUFFIXES | {".pdf"}:
-            # Other names are only worth downloading when the content says PDF.
-            head = read_bytes(file, limit=HEAD_BYTES)
-            if PDF_MAGIC not in head[:1024]:
-                sniff_kind(head, file.name)  # raises unsupported_type with what the content is
+            # Other names are only worth downloading when the content says PDF: sniff_kind
+            # raises unsupported_type (naming what the content is) for anything else.
+            sniff_kind(read_bytes(file, limit=HEAD_BYTES), file.name)
         data = read_bytes(file, limit=limit + 1)
         if len(data) > limit:
             raise FileRejected(Reason.TOO_LARGE, f"over the limit of {limit} bytes")
