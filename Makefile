@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DEMO_QUERY ?= why are glacial lakes turquoise?
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test test-e2e install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,14 @@ demo: install
 	$(BIN)/ingest search "$(DEMO_QUERY)" -k 3
 
 # The whole suite runs once per embedded backend: Qdrant Edge (default), then qdrant-client's
-# local mode (which stands in for a Qdrant server).
+# local mode (which stands in for a Qdrant server). The end-to-end tests (real Prefect server,
+# served deployments, watcher) do not depend on the backend and run in the first pass only.
 test: install-test
 	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest --store-backend qdrant-local
+	$(BIN)/python -m pytest --store-backend qdrant-local -m "not e2e"
+
+test-e2e: install-test
+	$(BIN)/python -m pytest -m e2e
 
 clean:
 	rm -rf .ingest

@@ -2,38 +2,33 @@
 
     PREFECT_API_URL=http://127.0.0.1:4200/api python deployments/serve.py
 
-Runs started from the Prefect UI ("Custom run") get a form built from ``IngestParams``.
+Which deployments are served depends on the environment (see ``definitions.py``): ``manual``
+always; ``scheduled`` with ``INGEST_SCHEDULE_SOURCES``; ``on-new-objects`` with
+``INGEST_WATCH_URL``. Each flow run executes in its own subprocess.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 # `python deployments/serve.py` puts deployments/ first on sys.path; the flows live one up.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Look for scheduled and triggered runs every 2 s instead of Prefect's default 10 s: the delay
+# from an upload to its run starting is mostly this poll.
+os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from prefect import serve  # noqa: E402
-
-from flows.ingest_flow import ingest_documents  # noqa: E402
-
-# One run per store at a time: the embedded Qdrant store admits a single writing process.
-CONCURRENCY = 1
-
-
-def build_deployments() -> list:
-    """The deployments this project serves (also used by tests, without a server)."""
-    manual = ingest_documents.to_deployment(
-        name="manual",
-        description="Ingest documents on demand: fill in the sources in the run form.",
-        tags=["ingest"],
-        concurrency_limit=CONCURRENCY,
-    )
-    return [manual]
+from deployments.definitions import build_deployments  # noqa: E402
 
 
 def main() -> None:
-    serve(*build_deployments())
+    from prefect import serve
+
+    deployments = build_deployments()
+    print("serving: " + ", ".join(d.name for d in deployments), flush=True)
+    serve(*deployments)
 
 
 if __name__ == "__main__":

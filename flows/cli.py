@@ -274,6 +274,67 @@ def api(
     uvicorn.run(create_app(_settings()), host=host, port=port)
 
 
+@app.command()
+def watch(
+    url: Annotated[str, typer.Argument(help="s3://bucket/prefix to watch")],
+    queue_url: Annotated[Optional[str], typer.Option(
+        "--queue-url", help="SQS queue receiving the bucket's event notifications; "
+                            "without it the prefix is polled")] = None,
+    interval: Annotated[float, typer.Option(min=0.5, help="Seconds between polls (polling mode)")] = 10.0,
+    settle: Annotated[float, typer.Option(min=0.0, help="A batch closes after this many quiet seconds")] = 2.0,
+    max_wait: Annotated[float, typer.Option(min=0.0, help="...or when its oldest object waited this long")] = 30.0,
+    max_batch: Annotated[int, typer.Option(min=1, max=1000, help="...or when it holds this many objects")] = 500,
+    state: Annotated[Optional[str], typer.Option(help="SQLite file remembering what was announced "
+                                                      "[.ingest/watch/<bucket>-<hash>.sqlite]")] = None,
+    backfill: Annotated[bool, typer.Option(help="On the first start, announce the objects already "
+                                                "there (polling mode)")] = False,
+    max_seconds: Annotated[Optional[float], typer.Option(help="Stop after this long (default: run until "
+                                                              "SIGINT/SIGTERM)")] = None,
+) -> None:
+    """Emit Prefect events `s3.object.created` for new objects under URL, in coalesced batches."""
+    import hashlib
+    import logging
+    import signal
+    from pathlib import Path
+
+    _configure_prefect(verbose=False)
+    from prefect.settings import PREFECT_API_URL
+
+    from tasks.core.errors import IngestError
+    from tasks.core.watch import BucketWatcher, Coalescer, SqsQueue, WatchState, split_s3_url
+
+    if not PREFECT_API_URL.value():
+        _fail("ingest watch sends events to a Prefect server: set PREFECT_API_URL "
+              "(e.g. http://127.0.0.1:4200/api)", 2)
+    try:
+        bucket, _ = split_s3_url(url)
+    except IngestError as exc:
+        _fail(str(exc), 2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    from flows.watch import EventSender
+
+    digest = hashlib.sha1(f"{url}|{queue_url}".encode()).hexdigest()[:10]
+    watch_state = WatchState(Path(state or f".ingest/watch/{bucket}-{digest}.sqlite"))
+    sender = EventSender(watched=url)
+    watcher = BucketWatcher(url, sender, watch_state,
+                            queue=SqsQueue(queue_url) if queue_url else None, interval_s=interval,
+                            coalescer=Coalescer(settle_s=settle, max_wait_s=max_wait, max_batch=max_batch),
+                            backfill=backfill)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: watcher.stop())
+    err.print(f"watching {url} ({'SQS ' + queue_url if queue_url else f'polling every {interval:g}s'}); "
+              "events go to " + str(PREFECT_API_URL.value()), highlight=False)
+    try:
+        watcher.run(max_seconds=max_seconds)
+    except IngestError as exc:
+        _fail(str(exc))
+    finally:
+        sender.close()
+        watch_state.close()
+    err.print(f"stopped after emitting {watcher.emitted} events", highlight=False)
+
+
 def main() -> None:
     app()
 

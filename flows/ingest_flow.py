@@ -21,6 +21,7 @@ from flows.report import publish_summary
 from tasks.core.models import FileOutcome, Reason, RunSummary, SourceFile, Status
 from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
 from tasks.core.sources import discover_files
+from tasks.core.store import exclusive_run
 from tasks.ingest import ingest_files, maintain_store, prepare_collection, prune_collection
 
 
@@ -46,8 +47,21 @@ def ingest_documents(params: IngestParams) -> RunSummary:
     settings = IngestSettings()
     config = PipelineConfig.build(settings, params)
     logger = get_run_logger()
-    logger.info("ingesting %s into %r (%s)", params.sources, config.collection,
-                config.store.describe())
+    shown = ", ".join(params.sources[:3]) + (f" and {len(params.sources) - 3} more"
+                                             if len(params.sources) > 3 else "")
+    logger.info("ingesting %s into %r (%s)", shown, config.collection, config.store.describe())
+    with exclusive_run(config.store, wait_s=settings.store_wait_s,
+                       on_wait=lambda: logger.info("another run holds the embedded store; waiting")):
+        summary = _ingest(params, settings, config, started)
+    t = summary.totals
+    logger.info("%d files: %d indexed, %d updated, %d unchanged, %d skipped, %d failed, %d deleted; "
+                "%d chunks in %.1fs", t.files, t.indexed, t.updated, t.unchanged, t.skipped, t.failed,
+                t.deleted, t.chunks, t.seconds)
+    return summary
+
+
+def _ingest(params: IngestParams, settings: IngestSettings, config: PipelineConfig,
+            started: float) -> RunSummary:
     retry = _retry_options(settings)
     prepare_collection.with_options(**retry)(config)
     ingest = ingest_files.with_options(**retry)
@@ -90,8 +104,4 @@ def ingest_documents(params: IngestParams) -> RunSummary:
                                        seconds=time.perf_counter() - started,
                                        run_id=flow_run.get_id(), prune=prune)
     publish_summary(summary)
-    t = summary.totals
-    logger.info("%d files: %d indexed, %d updated, %d unchanged, %d skipped, %d failed, %d deleted; "
-                "%d chunks in %.1fs", t.files, t.indexed, t.updated, t.unchanged, t.skipped, t.failed,
-                t.deleted, t.chunks, t.seconds)
     return summary

@@ -45,7 +45,12 @@ class FileProcessor:
     config: PipelineConfig
     embedder: Embedder
     chunker: Chunker
-    store: VectorStore
+
+    @property
+    def store(self) -> VectorStore:
+        # Looked up per use, not held: a run closes its embedded store when it ends (so the
+        # next process can open it), and the next run in this process reopens it.
+        return get_store(self.config.store)
 
     @property
     def fingerprint(self) -> str:
@@ -143,11 +148,10 @@ class FileProcessor:
 @lru_cache(maxsize=8)
 def processor_for(config: PipelineConfig) -> FileProcessor:
     """The process-wide processor for a config: model and client are loaded once, lazily."""
-    store = get_store(config.store)
     embedder = get_embedder(config.model)
     chunker = Chunker(embedder.tokenizer, chunk_tokens=config.chunk_tokens,
                       overlap=config.chunk_overlap, max_tokens=embedder.max_tokens)
-    return FileProcessor(config=config, embedder=embedder, chunker=chunker, store=store)
+    return FileProcessor(config=config, embedder=embedder, chunker=chunker)
 
 
 def prepare_store(config: PipelineConfig) -> int:

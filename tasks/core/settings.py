@@ -53,6 +53,8 @@ class IngestSettings(BaseSettings):
     files_per_task: int = Field(8, ge=1, le=1000, description="Files per Prefect task run")
     retries: int = Field(3, ge=0, le=20)
     retry_backoff_s: float = Field(2.0, ge=0)
+    store_wait_s: float = Field(900.0, ge=0, description="How long a run waits for another run "
+                                                         "holding the embedded store")
     landing: str = Field(".ingest/landing", description="Where the upload API lands files: "
                                                          "a folder or s3://bucket/prefix")
     api_key: SecretStr | None = Field(None, description="When set, the upload API requires it "

@@ -119,11 +119,18 @@ def _iter_s3(url: str, include: list[str]) -> Iterator[SourceFile]:
         # s3fs's _iterdir pages through ListObjectsV2 (each page retried by s3fs); an empty
         # delimiter lists the whole subtree flat. Pulled one item at a time so nothing piles up.
         pages = fs._iterdir(bucket, delimiter="", prefix=prefix)
+        listed_any = False
         while True:
             try:
                 info = sync(fs.loop, pages.__anext__)
             except StopAsyncIteration:
+                if key and not url.endswith("/") and not listed_any:
+                    # A named key that is gone (deleted after its event, say) still gets its
+                    # outcome row (not_found) instead of vanishing from the run.
+                    yield SourceFile(uri=f"s3://{path}", protocol="s3", path=path,
+                                     name=PurePosixPath(path).name)
                 return
+            listed_any = True
             relative = info["name"][len(bucket) + 1 + len(prefix):]
             if info.get("type") != "file" or not relative or relative.endswith("/"):
                 continue

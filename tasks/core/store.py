@@ -22,6 +22,7 @@ import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from tasks.core.errors import CollectionMismatchError, StoreError
@@ -65,6 +66,41 @@ def store_in_use(location: StoreLocation) -> StoreError:
     """The error for an embedded store another process holds (they admit one at a time)."""
     return StoreError(f"the embedded store at {location.path} is in use by another process; "
                       "wait for it to finish or set QDRANT_URL to use a Qdrant server")
+
+
+@contextlib.contextmanager
+def exclusive_run(location: StoreLocation, *, wait_s: float,
+                  on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an embedded store for a whole run, across processes; a server needs no hold.
+
+    An embedded store admits one process at a time, and runs from several deployments
+    (schedule, events, UI) may start together: the later ones wait here for up to ``wait_s``
+    instead of failing on the store's own lock.
+    """
+    if location.kind == "qdrant-server":
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    Path(location.path).mkdir(parents=True, exist_ok=True)
+    lock = FileLock(Path(location.path) / ".ingest-run.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait is not None:
+            on_wait()
+        try:
+            lock.acquire(timeout=wait_s)
+        except Timeout:
+            raise StoreError(f"the embedded store at {location.path} is still in use by another "
+                             f"run after {wait_s:.0f}s (INGEST_STORE_WAIT_S)") from None
+    try:
+        yield
+    finally:
+        # Closed before the lock is released: the process may live on for a while (Prefect's
+        # teardown), and the next run, in another process, needs the store's own lock too.
+        close_store(location)
+        lock.release()
 
 
 def operation(call: Callable[..., T]) -> Callable[..., T]:
@@ -295,6 +331,14 @@ def get_store(location: StoreLocation) -> VectorStore:
                 atexit.register(close_stores)
             store = _stores[location] = open_store(location)
         return store
+
+
+def close_store(location: StoreLocation) -> None:
+    """Close the cached store for ``location``, if open (the next use reopens it)."""
+    with _stores_lock:
+        store = _stores.pop(location, None)
+        if store is not None:
+            store.close()
 
 
 def close_stores() -> None:
