@@ -31,10 +31,11 @@ demo: install
 
 # The whole suite runs once per embedded backend: Qdrant Edge (default), then qdrant-client's
 # local mode (which stands in for a Qdrant server). The end-to-end tests (real Prefect server,
-# served deployments, watcher) do not depend on the backend and run in the first pass only.
+# served deployments, watcher) and the infrastructure-fault tests exercise processes and
+# services rather than the store, and run in the first pass only.
 test: install-test
 	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest --store-backend qdrant-local -m "not e2e"
+	$(BIN)/python -m pytest --store-backend qdrant-local -m "not e2e and not faults"
 
 test-e2e: install-test
 	$(BIN)/python -m pytest -m e2e

@@ -165,6 +165,10 @@ def run(
         sys.stdout.write(json.dumps(summary.model_dump(mode="json")) + "\n")
     else:
         _print_summary(summary, sources)
+    if summary.interrupted:
+        err.print("[bold yellow]interrupted:[/] files in flight finished; run again to ingest the "
+                  "rest (unchanged files are skipped)", highlight=False)
+        raise typer.Exit(143)  # 128 + SIGTERM, as if the signal had ended the process
 
 
 def _progress_bar():

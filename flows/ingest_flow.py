@@ -12,6 +12,7 @@ import time
 from collections import deque
 
 from prefect import flow, get_run_logger
+from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
@@ -73,24 +74,37 @@ def _ingest(params: IngestParams, settings: IngestSettings, config: PipelineConf
     in_flight = max(2, settings.workers * 2)
 
     def collect_oldest() -> None:
-        group, future = pending.popleft()
+        group, future = pending[0]
         finished = _outcomes(group, future)
+        pending.popleft()  # only now: a SIGTERM while waiting must not lose this group's rows
         outcomes.extend(finished)
         progress.update(done=len(finished))
 
     # Prune needs every listed URI; only then is the (growing) set kept.
     listed: set[str] | None = set() if params.prune else None
-    files = discover_files(params.sources, params.include)
-    while group := list(itertools.islice(files, settings.files_per_task)):
-        if listed is not None:
-            listed.update(file.uri for file in group)
-        pending.append((group, ingest.submit(group, config)))
-        progress.update(found=len(group))
-        while len(pending) >= in_flight:
+    interrupted = False
+    try:
+        files = discover_files(params.sources, params.include)
+        while group := list(itertools.islice(files, settings.files_per_task)):
+            if listed is not None:
+                listed.update(file.uri for file in group)
+            pending.append((group, ingest.submit(group, config)))
+            progress.update(found=len(group))
+            while len(pending) >= in_flight:
+                collect_oldest()
+        progress.update(listing_done=True)
+        while pending:
             collect_oldest()
-    progress.update(listing_done=True)
-    while pending:
-        collect_oldest()
+    except TerminationSignal:
+        # SIGTERM (a stopping container, `kill`, a cancel from the UI): the files in flight
+        # finish and are reported, none is started, nothing is pruned. A second SIGTERM while
+        # draining stops at once; the head-point protocol makes any half-written file whole
+        # on the next run.
+        interrupted, listed = True, None
+        get_run_logger().warning("termination requested: finishing %d group(s) in flight, "
+                                 "starting no more files", len(pending))
+        while pending:
+            collect_oldest()
 
     prune = None
     if listed is not None:  # reached only when the listing completed without error
@@ -102,6 +116,7 @@ def _ingest(params: IngestParams, settings: IngestSettings, config: PipelineConf
 
     summary = RunSummary.from_outcomes(outcomes, collection=config.collection,
                                        seconds=time.perf_counter() - started,
-                                       run_id=flow_run.get_id(), prune=prune)
+                                       run_id=flow_run.get_id(), prune=prune,
+                                       interrupted=interrupted)
     publish_summary(summary)
     return summary

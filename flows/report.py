@@ -34,6 +34,9 @@ def summary_markdown(summary: RunSummary) -> str:
         f"| {t.files} | {t.indexed} | {t.updated} | {t.unchanged} | {t.skipped} | {t.failed} "
         f"| {t.deleted} | {t.pages} | {t.chunks} | {t.seconds} | {t.chunks_per_second} |",
     ]
+    if summary.interrupted:
+        lines += ["", "**Interrupted (SIGTERM): files in flight finished, later files were not "
+                      "started and nothing was pruned.**"]
     if summary.prune is not None and summary.prune.refused:
         lines += ["", f"**{summary.prune.refused}**"]
     problems = [o for o in summary.files if o.status.value in ("failed", "skipped")]

@@ -62,3 +62,6 @@ class FileRejected(IngestError):
         self.reason = reason
         self.detail = detail
         self.pages = pages
+
+    def __reduce__(self):  # crosses process boundaries (parse workers): keep every field
+        return (self.__class__, (self.reason, self.detail), {"pages": self.pages})

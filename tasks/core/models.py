@@ -38,6 +38,8 @@ class Reason(str, enum.Enum):
     CORRUPT = "corrupt"
     UNDECODABLE = "undecodable"
     TOO_LARGE = "too_large"
+    TIMEOUT = "timeout"
+    PARSER_CRASHED = "parser_crashed"
     NOT_FOUND = "not_found"
     ACCESS_DENIED = "access_denied"
     SOURCE_UNAVAILABLE = "source_unavailable"
@@ -176,10 +178,13 @@ class RunSummary(BaseModel):
     files: list[FileOutcome]
     totals: RunTotals
     prune: PruneReport | None = None
+    #: Stopped by SIGTERM: in-flight files finished, later ones were not started.
+    interrupted: bool = False
 
     @classmethod
     def from_outcomes(cls, outcomes: list[FileOutcome], *, collection: str, seconds: float,
-                      run_id: str | None = None, prune: PruneReport | None = None) -> RunSummary:
+                      run_id: str | None = None, prune: PruneReport | None = None,
+                      interrupted: bool = False) -> RunSummary:
         """Aggregate per-file outcomes (sorted by source for stable output)."""
         ordered = sorted(outcomes, key=lambda o: o.source)
         counts = {status: 0 for status in Status}
@@ -200,4 +205,5 @@ class RunSummary(BaseModel):
             seconds=round(seconds, 3),
             chunks_per_second=round(chunks / seconds, 2) if seconds > 0 else 0.0,
         )
-        return cls(run_id=run_id, collection=collection, files=ordered, totals=totals, prune=prune)
+        return cls(run_id=run_id, collection=collection, files=ordered, totals=totals, prune=prune,
+                   interrupted=interrupted)

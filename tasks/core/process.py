@@ -20,7 +20,8 @@ from tasks.core.embedding import Embedder, get_embedder
 from tasks.core.errors import FileRejected, StoreError, TransientError
 from tasks.core.ids import config_fingerprint, point_id
 from tasks.core.models import Document, FileOutcome, Reason, SourceFile, Status
-from tasks.core.readers import HEAD_BYTES, TEXT_SUFFIXES, read_document, sniff_kind
+from tasks.core.isolation import isolation_available, parse_pool
+from tasks.core.readers import HEAD_BYTES, TEXT_SUFFIXES, read_document, read_pdf, sniff_kind
 from tasks.core.settings import PipelineConfig
 from tasks.core.sources import read_bytes
 from tasks.core.store import FileHead, StoredPoint, VectorStore, get_store
@@ -95,6 +96,14 @@ class FileProcessor:
             raise FileRejected(Reason.TOO_LARGE, f"over the limit of {limit} bytes")
         return data
 
+    def _parse_pdf(self):
+        """Where this process parses PDFs: a limited worker pool, unless it may not have one."""
+        if not isolation_available():
+            return read_pdf
+        c = self.config
+        return parse_pool(workers=c.parse_workers, timeout_s=c.parse_timeout_s,
+                          memory_mb=c.parse_memory_mb).read_pdf
+
     def _unchanged(self, file: SourceFile, head: FileHead, started: float) -> FileOutcome:
         return FileOutcome(source=file.uri, status=Status.UNCHANGED, reason=Reason.UNCHANGED,
                            detail="already indexed with the same content and settings",
@@ -113,7 +122,8 @@ class FileProcessor:
             # Same bytes under a new signature (touched, re-uploaded): remember the new one.
             self.store.update_signature(self.config.collection, file.uri, file.signature)
             return self._unchanged(file, current, started)
-        document = read_document(data, file.name, max_pages=self.config.max_pages)
+        document = read_document(data, file.name, max_pages=self.config.max_pages,
+                                 parse_pdf=self._parse_pdf())
         chunks = self.chunker.chunk_document(document)
         if not chunks:
             raise FileRejected(Reason.NO_TEXT, "no words to index after extraction",

@@ -13,6 +13,7 @@ import io
 import logging
 import re
 from pathlib import PurePosixPath
+from collections.abc import Callable
 
 import filetype
 from charset_normalizer import from_bytes
@@ -97,7 +98,7 @@ def read_pdf(data: bytes, *, max_pages: int) -> Document:
         if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
             raise FileRejected(Reason.ENCRYPTED, "the PDF needs a password (the empty one failed)")
         count = len(reader.pages)
-    except FileRejected:
+    except (FileRejected, MemoryError):
         raise
     except Exception as exc:  # pypdf raises many types (ValueError, KeyError, struct.error, ...)
         raise FileRejected(Reason.CORRUPT, f"unreadable PDF: {type(exc).__name__}: {exc}") from exc
@@ -111,6 +112,8 @@ def read_pdf(data: bytes, *, max_pages: int) -> Document:
     for number in range(1, count + 1):
         try:
             text = reader.pages[number - 1].extract_text() or ""
+        except MemoryError:
+            raise
         except Exception as exc:  # a broken content stream spoils one page, not the file
             log.warning("page %d: text extraction failed: %s: %s", number, type(exc).__name__, exc)
             unreadable.append(number)
@@ -126,11 +129,15 @@ def read_pdf(data: bytes, *, max_pages: int) -> Document:
                     unreadable_pages=tuple(unreadable))
 
 
-def read_document(data: bytes, name: str, *, max_pages: int) -> Document:
-    """Read any supported file: sniff the type from content, then parse or decode it."""
+def read_document(data: bytes, name: str, *, max_pages: int,
+                  parse_pdf: Callable[..., Document] = read_pdf) -> Document:
+    """Read any supported file: sniff the type from content, then parse or decode it.
+
+    ``parse_pdf`` is where PDFs are parsed: here, or in an isolated worker (``isolation``).
+    """
     if not data:
         raise FileRejected(Reason.EMPTY, "the file is empty (0 bytes)")
     kind = sniff_kind(data[:HEAD_BYTES], name)
     if kind is DocumentKind.PDF:
-        return read_pdf(data, max_pages=max_pages)
+        return parse_pdf(data, max_pages=max_pages)
     return read_text(data)

@@ -49,6 +49,9 @@ class IngestSettings(BaseSettings):
     upsert_batch: int = Field(256, ge=1, le=10_000)
     max_file_mb: float = Field(100.0, gt=0)
     max_pages: int = Field(2000, ge=1)
+    parse_timeout: float = Field(60.0, gt=0, description="Seconds one PDF may take to parse")
+    parse_memory_mb: int = Field(1024, ge=128, description="Address space of a PDF parse worker")
+    parse_workers: int = Field(2, ge=1, le=64, description="Processes parsing PDFs")
     workers: int = Field(3, ge=1, le=64, description="Threads running file groups")
     files_per_task: int = Field(8, ge=1, le=1000, description="Files per Prefect task run")
     retries: int = Field(3, ge=0, le=20)
@@ -151,6 +154,9 @@ class PipelineConfig(BaseModel):
     upsert_batch: int
     max_file_bytes: int
     max_pages: int
+    parse_timeout_s: float = 60.0
+    parse_memory_mb: int = 1024
+    parse_workers: int = 2
     store: StoreLocation
     overwrite: bool = False
 
@@ -173,6 +179,9 @@ class PipelineConfig(BaseModel):
             upsert_batch=settings.upsert_batch,
             max_file_bytes=int(settings.max_file_mb * 1024 * 1024),
             max_pages=settings.max_pages,
+            parse_timeout_s=settings.parse_timeout,
+            parse_memory_mb=settings.parse_memory_mb,
+            parse_workers=settings.parse_workers,
             store=store,
             overwrite=params.overwrite,
         )

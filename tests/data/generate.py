@@ -130,6 +130,28 @@ def encrypt_pdf(source: Path, target: Path, *, user_password: str, owner_passwor
     target.write_bytes(buffer.getvalue())
 
 
+def operator_flood_pdf(operators: int) -> bytes:
+    """A few-KB PDF whose one page holds ``operators`` text-showing operators (Flate-compressed):
+    pypdf needs ~3 s and ~140 MB per 100,000 of them. Hostile input for the parse limits."""
+    from fpdf import FPDF
+    from pypdf import PdfReader, PdfWriter
+    from pypdf.generic import DecodedStreamObject, NameObject
+
+    doc = FPDF()
+    doc.add_page()
+    doc.set_font("helvetica", size=12)
+    doc.cell(text="flood")
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(bytes(doc.output()))))
+    page = writer.pages[0]
+    font = next(iter(page["/Resources"]["/Font"]))
+    stream = DecodedStreamObject()
+    stream.set_data(f"BT {font} 12 Tf 72 720 Td ".encode() + b"(word ) Tj 1 0 Td " * operators + b"ET")
+    page[NameObject("/Contents")] = writer._add_object(stream.flate_encode())
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
 def write_samples() -> None:
     write_pdf(SAMPLES / "alpine-lakes-field-guide.pdf", ALPINE_LAKES, title="Field Guide to Alpine Lakes")
     write_pdf(SAMPLES / "sourdough-handbook.pdf", SOURDOUGH, title="The Sourdough Handbook")

@@ -155,3 +155,51 @@ def test_prune_through_the_flow_reports_deleted_rows_and_refusals(ingest_env, tm
     forced = ingest_documents(IngestParams(sources=[str(folder)], collection="pruned", prune=True,
                                            force_prune=True))
     assert forced.totals.deleted == 2
+
+
+@pytest.fixture()
+def flaky_store_writes(monkeypatch):
+    """A fault at the store adapter's boundary: chosen files' point writes fail transiently."""
+    from tasks.core.store_edge import EdgeStore
+    from tasks.core.store_qdrant import QdrantClientStore
+
+    state = {"failures_left": 0, "victim": "heat-pumps.txt", "attempts": 0}
+
+    def patch(cls):
+        original = cls._upsert
+
+        def upsert(self, collection, points):
+            if any(str(p.payload.get("source", "")).endswith(state["victim"]) for p in points):
+                state["attempts"] += 1
+                if state["failures_left"] != 0:
+                    state["failures_left"] -= 1
+                    raise StoreUnavailableError("connection reset by the store")
+            return original(self, collection, points)
+
+        monkeypatch.setattr(cls, "_upsert", upsert)
+
+    patch(EdgeStore)
+    patch(QdrantClientStore)
+    return state
+
+
+def test_a_store_blip_is_retried_and_the_file_indexed(ingest_env, flaky_store_writes):
+    flaky_store_writes["failures_left"] = 2
+    summary = ingest_documents(IngestParams(sources=[str(MIXED)], include=["*.txt"], collection="blip"))
+    assert outcome_map(summary)["heat-pumps.txt"] == ("indexed", "ok")
+    assert max(r.run_count for r in read_task_runs(summary.run_id)) == 3
+    assert all(status in ("indexed", "failed", "skipped") for status, _ in outcome_map(summary).values())
+
+
+def test_a_store_outage_beyond_retries_fails_the_file_and_the_next_run_indexes_it(
+        ingest_env, flaky_store_writes, monkeypatch):
+    monkeypatch.setenv("INGEST_RETRIES", "1")
+    flaky_store_writes["failures_left"] = -1  # down for good
+    params = IngestParams(sources=[str(MIXED)], include=["*.txt"], collection="outage")
+    first = outcome_map(ingest_documents(params))
+    assert first["heat-pumps.txt"] == ("failed", "store_unavailable")
+    assert first["cafe-cp1252.txt"] == ("indexed", "ok")
+    flaky_store_writes["failures_left"] = 0  # the store is back
+    second = outcome_map(ingest_documents(params))
+    assert second["heat-pumps.txt"] == ("indexed", "ok")
+    assert second["cafe-cp1252.txt"] == ("unchanged", "unchanged")

@@ -1,0 +1,122 @@
+"""Parse PDFs in worker processes with a time and a memory limit.
+
+Real corpora hold PDFs that take 20 s and 400 MB for one page, and fuzzed files that crash
+deep inside the parser. Each PDF is parsed in a pebble worker process: one that runs past
+``timeout_s`` is killed (``failed``/``timeout``), one that needs more than ``memory_mb`` of
+address space gets a ``MemoryError`` (``failed``/``too_large``), one that dies (segfault,
+killed) costs its own file only (``failed``/``parser_crashed``). Pebble replaces dead workers;
+the caller's threads keep embedding other files meanwhile.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing
+import signal
+import threading
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from tasks.core.errors import FileRejected
+from tasks.core.models import Document, Reason
+
+log = logging.getLogger(__name__)
+
+# Workers are recycled now and then: pypdf's caches and a fragmented heap do not accumulate.
+TASKS_PER_WORKER = 200
+# Address space held back during a parse and released on MemoryError, so the worker can still
+# build and send its answer; added on top of the configured limit.
+RESERVE_BYTES = 32 * 1024 * 1024
+
+
+def _limit_memory(memory_mb: int) -> None:
+    """Worker initializer: cap the address space, so a runaway parse fails with MemoryError."""
+    import resource
+
+    limit = memory_mb * 1024 * 1024 + RESERVE_BYTES
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    soft = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _parse_pdf(data: bytes, max_pages: int, memory_mb: int) -> Document:
+    """Runs in the worker."""
+    from tasks.core.readers import read_pdf
+
+    import mmap
+
+    # Untouched anonymous memory: it costs address space only (no page is ever written).
+    reserve = mmap.mmap(-1, RESERVE_BYTES)
+    try:
+        return read_pdf(data, max_pages=max_pages)
+    except MemoryError:
+        reserve.close()
+        raise FileRejected(Reason.TOO_LARGE, f"parsing needed more than {memory_mb} MB "
+                                             "(INGEST_PARSE_MEMORY_MB); abandoned") from None
+    finally:
+        if not reserve.closed:
+            reserve.close()
+
+
+class ParsePool:
+    """A process pool that parses PDFs under limits; thread-safe, one per process."""
+
+    def __init__(self, *, workers: int, timeout_s: float, memory_mb: int) -> None:
+        from pebble import ProcessPool
+
+        self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
+        # forkserver: workers are forked from a small clean process, not from this one with its
+        # model, threads and sockets (fork would copy those; spawn would start slower).
+        self._pool = ProcessPool(max_workers=workers, max_tasks=TASKS_PER_WORKER,
+                                 initializer=_limit_memory, initargs=(memory_mb,),
+                                 context=multiprocessing.get_context("forkserver"))
+
+    def read_pdf(self, data: bytes, *, max_pages: int) -> Document:
+        """Parse in a worker; limits and crashes become ``FileRejected``."""
+        from pebble import ProcessExpired
+
+        future = self._pool.schedule(_parse_pdf, args=(data, max_pages, self.memory_mb),
+                                     timeout=self.timeout_s)
+        try:
+            return future.result()
+        except FutureTimeout:
+            raise FileRejected(Reason.TIMEOUT, f"parsing took longer than {self.timeout_s:g}s "
+                                               "(INGEST_PARSE_TIMEOUT); abandoned") from None
+        except ProcessExpired as exc:
+            how = (f"signal {signal.Signals(-exc.exitcode).name}" if exc.exitcode and exc.exitcode < 0
+                   else f"exit code {exc.exitcode}")
+            raise FileRejected(Reason.PARSER_CRASHED, f"the parser process died ({how})") from None
+
+    def close(self) -> None:
+        self._pool.stop()
+        self._pool.join(timeout=10)
+
+
+_pools: dict[tuple, ParsePool] = {}
+_pools_lock = threading.Lock()
+
+
+def isolation_available() -> bool:
+    """Daemonic processes (e.g. some Dask workers) may not start children: parse in-process."""
+    return not multiprocessing.current_process().daemon
+
+
+def parse_pool(*, workers: int, timeout_s: float, memory_mb: int) -> ParsePool:
+    """The process-wide pool for these limits, started on first use."""
+    key = (workers, timeout_s, memory_mb)
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            if not _pools:
+                atexit.register(close_pools)
+            pool = _pools[key] = ParsePool(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb)
+        return pool
+
+
+def close_pools() -> None:
+    """Stop every parse pool (their workers are killed)."""
+    with _pools_lock:
+        for pool in _pools.values():
+            pool.close()
+        _pools.clear()

@@ -1,0 +1,86 @@
+"""PDFs are parsed in worker processes under a time and a memory limit: a slow, a huge and a
+crashing parse each cost their own file only, and the rest of the batch is indexed."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import signal
+import threading
+import time
+
+import pytest
+
+from tests.conftest import MIXED, make_config, run_all
+from tests.data.generate import operator_flood_pdf
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def batch(tmp_path):
+    """Two good files and a hostile PDF (100,000 operators: ~3 s and ~140 MB in pypdf)."""
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    shutil.copy(MIXED / "alpine-lakes.pdf", folder / "a-lakes.pdf")
+    shutil.copy(MIXED / "heat-pumps.txt", folder / "c-heat.txt")
+    (folder / "b-flood.pdf").write_bytes(operator_flood_pdf(100_000))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pools():
+    from tasks.core.isolation import close_pools
+
+    yield
+    close_pools()
+
+
+def _statuses(outcomes: dict) -> dict:
+    return {name: (o.status.value, o.reason.value) for name, o in outcomes.items()}
+
+
+def test_a_parse_past_the_time_limit_is_abandoned(store_path, batch):
+    config = make_config(store_path).model_copy(update={"parse_timeout_s": 1.0})
+    started = time.monotonic()
+    outcomes = run_all(config, [str(batch)])
+    assert _statuses(outcomes) == {"a-lakes.pdf": ("indexed", "ok"), "b-flood.pdf": ("failed", "timeout"),
+                                   "c-heat.txt": ("indexed", "ok")}
+    assert "INGEST_PARSE_TIMEOUT" in outcomes["b-flood.pdf"].detail
+    assert time.monotonic() - started < 30
+    # The killed worker was replaced: the next PDF parses.
+    outcomes = run_all(config.model_copy(update={"overwrite": True}), [str(batch / "a-lakes.pdf")])
+    assert _statuses(outcomes) == {"a-lakes.pdf": ("updated", "ok")}
+
+
+def test_a_parse_past_the_memory_limit_is_abandoned(store_path, batch):
+    config = make_config(store_path).model_copy(update={"parse_memory_mb": 128})
+    outcomes = run_all(config, [str(batch)])
+    assert _statuses(outcomes) == {"a-lakes.pdf": ("indexed", "ok"), "b-flood.pdf": ("failed", "too_large"),
+                                   "c-heat.txt": ("indexed", "ok")}
+    assert "INGEST_PARSE_MEMORY_MB" in outcomes["b-flood.pdf"].detail
+
+
+def test_a_killed_parser_costs_its_own_file_only(store_path, batch):
+    config = make_config(store_path).model_copy(update={"parse_workers": 1})
+
+    def kill_the_busy_worker() -> None:
+        # The hostile PDF keeps the only worker busy for ~3 s: kill it in the middle.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            for child in multiprocessing.active_children():
+                stat = open(f"/proc/{child.pid}/stat").read().split()
+                if float(stat[13]) / os.sysconf("SC_CLK_TCK") > 1.5:  # >1.5 s of CPU: the flood
+                    os.kill(child.pid, signal.SIGKILL)
+                    return
+
+    killer = threading.Thread(target=kill_the_busy_worker)
+    killer.start()
+    outcomes = run_all(config, [str(batch)])
+    killer.join()
+    assert _statuses(outcomes) == {"a-lakes.pdf": ("indexed", "ok"),
+                                   "b-flood.pdf": ("failed", "parser_crashed"),
+                                   "c-heat.txt": ("indexed", "ok")}
+    assert "SIGKILL" in outcomes["b-flood.pdf"].detail
