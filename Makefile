@@ -31,11 +31,11 @@ demo: install
 
 # The whole suite runs once per embedded backend: Qdrant Edge (default), then qdrant-client's
 # local mode (which stands in for a Qdrant server). The end-to-end tests (real Prefect server,
-# served deployments, watcher) and the infrastructure-fault tests exercise processes and
-# services rather than the store, and run in the first pass only.
+# served deployments, watcher), the infrastructure-fault tests and the Dask test exercise
+# processes and services rather than the store, and run in the first pass only.
 test: install-test
 	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest --store-backend qdrant-local -m "not e2e and not faults"
+	$(BIN)/python -m pytest --store-backend qdrant-local -m "not e2e and not faults and not dask"
 
 test-e2e: install-test
 	$(BIN)/python -m pytest -m e2e
@@ -44,7 +44,7 @@ clean:
 	rm -rf .ingest
 
 # Benchmarks (bench/): `make bench FILES=50` for a quick check.
-.PHONY: bench bench-rerun bench-store
+.PHONY: bench bench-rerun bench-store bench-dask
 bench: install-test
 	$(BIN)/python -m bench.throughput --files $(or $(FILES),300)
 
@@ -53,3 +53,6 @@ bench-rerun: install-test
 
 bench-store: install-test
 	$(BIN)/python -m bench.store --points $(or $(POINTS),100000)
+
+bench-dask: install-test
+	$(BIN)/python -m bench.dask --files $(or $(FILES),100)

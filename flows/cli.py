@@ -110,14 +110,24 @@ def run(
     force_prune: Annotated[bool, typer.Option(help="Prune even beyond --prune-max-fraction")] = False,
     chunk_tokens: Annotated[Optional[int], typer.Option(help="Tokens per chunk [INGEST_CHUNK_TOKENS]")] = None,
     chunk_overlap: Annotated[Optional[int], typer.Option(help="Overlap in tokens [INGEST_CHUNK_OVERLAP]")] = None,
+    dask_address: Annotated[Optional[str], typer.Option(
+        help="Embed on an existing Dask cluster: its scheduler, tcp://host:port [INGEST_DASK_ADDRESS]")] = None,
+    dask_workers: Annotated[Optional[int], typer.Option(
+        min=1, help="Embed on a temporary local Dask cluster of N worker processes [INGEST_DASK_WORKERS]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's log lines")] = False,
 ) -> None:
     """Ingest every file of SOURCES and print one outcome per file."""
     _configure_prefect(verbose)
+    # The flow reads its settings from the environment, in this process.
+    if dask_address:
+        os.environ["INGEST_DASK_ADDRESS"] = dask_address
+    if dask_workers:
+        os.environ["INGEST_DASK_WORKERS"] = str(dask_workers)
     from tasks.core.errors import IngestError
     from tasks.core.process import prepare_store
     from tasks.core.settings import IngestParams, PipelineConfig
+    from flows.runners import dask_runner
     from tasks.core.sources import check_sources
 
     try:
@@ -132,6 +142,7 @@ def run(
         # Everything that would make the whole run impossible is checked here, before Prefect
         # starts, so it ends as one line instead of a flow-run traceback.
         config = PipelineConfig.build(settings, params)
+        dask_runner(settings)  # refuses a bad Dask choice before anything starts
         check_sources(params.sources)
         prepare_store(config)
     except (IngestError, ValueError) as exc:

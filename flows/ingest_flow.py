@@ -19,11 +19,21 @@ from prefect.tasks import exponential_backoff
 
 from flows.progress import RunProgress
 from flows.report import publish_summary
+from flows.runners import dask_runner
 from tasks.core.models import FileOutcome, Reason, RunSummary, SourceFile, Status
 from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
 from tasks.core.sources import discover_files
 from tasks.core.store import exclusive_run
-from tasks.ingest import ingest_files, maintain_store, prepare_collection, prune_collection
+from tasks.core.process import PreparedFile
+from tasks.ingest import (
+    embed_files,
+    ingest_files,
+    lookup_heads,
+    maintain_store,
+    prepare_collection,
+    prune_collection,
+    store_files,
+)
 
 
 def _retry_options(settings: IngestSettings) -> dict:
@@ -32,12 +42,24 @@ def _retry_options(settings: IngestSettings) -> dict:
     return {"retries": settings.retries, "retry_delay_seconds": delay}
 
 
+def _task_failed(group: list[SourceFile], exc: Exception) -> list[FileOutcome]:
+    """The task itself broke: its files still get an outcome each."""
+    return [FileOutcome.rejected(f.uri, Reason.ERROR, f"task failed: {type(exc).__name__}: {exc}")
+            for f in group]
+
+
 def _outcomes(group: list[SourceFile], future) -> list[FileOutcome]:
     try:
         return future.result()
-    except Exception as exc:  # the task itself broke: its files still get an outcome each
-        return [FileOutcome.rejected(f.uri, Reason.ERROR, f"task failed: {type(exc).__name__}: {exc}")
-                for f in group]
+    except Exception as exc:
+        return _task_failed(group, exc)
+
+
+def _prepared(group: list[SourceFile], future) -> list[PreparedFile]:
+    try:
+        return future.result()
+    except Exception as exc:
+        return [PreparedFile(outcome) for outcome in _task_failed(group, exc)]
 
 
 @flow(name="ingest-documents", task_runner=ThreadPoolTaskRunner(max_workers=3),
@@ -65,17 +87,37 @@ def _ingest(params: IngestParams, settings: IngestSettings, config: PipelineConf
             started: float) -> RunSummary:
     retry = _retry_options(settings)
     prepare_collection.with_options(**retry)(config)
-    ingest = ingest_files.with_options(**retry)
+    dask = dask_runner(settings)
+    if dask is None:
+        ingest = ingest_files.with_options(**retry)
+        return _run_groups(params, settings, config, started, submit=ingest.submit, finish=_outcomes,
+                           in_flight=max(2, settings.workers * 2))
+    # Dask: workers embed; the heads are looked up and the points written here, where the store is.
+    embed = embed_files.with_options(**retry)
+    lookup, write = lookup_heads.with_options(**retry), store_files.with_options(**retry)
+    with dask:
+        workers = len(dask.client.scheduler_info()["workers"])
+        get_run_logger().info("embedding on %d Dask worker(s) at %s", workers, dask.client.scheduler.address)
+        return _run_groups(
+            params, settings, config, started,
+            submit=lambda group, cfg: dask.submit(embed, parameters={
+                "files": group, "config": cfg, "known": lookup(group, cfg)}),
+            finish=lambda group, future: write(_prepared(group, future), config),
+            in_flight=max(2, workers * 2))
 
+
+def _run_groups(params: IngestParams, settings: IngestSettings, config: PipelineConfig,
+                started: float, *, submit, finish, in_flight: int) -> RunSummary:
+    """Feed groups of listed files to ``submit`` (at most ``in_flight`` waiting: the listing
+    streams and never runs far ahead of the work), ``finish`` them in order, prune, report."""
+    retry = _retry_options(settings)
     progress = RunProgress(f"Files ingested into {config.collection}")
     outcomes: list[FileOutcome] = []
     pending: deque = deque()
-    # Bounded look-ahead: the listing streams and never runs far ahead of the work.
-    in_flight = max(2, settings.workers * 2)
 
     def collect_oldest() -> None:
         group, future = pending[0]
-        finished = _outcomes(group, future)
+        finished = finish(group, future)
         pending.popleft()  # only now: a SIGTERM while waiting must not lose this group's rows
         outcomes.extend(finished)
         progress.update(done=len(finished))
@@ -88,7 +130,7 @@ def _ingest(params: IngestParams, settings: IngestSettings, config: PipelineConf
         while group := list(itertools.islice(files, settings.files_per_task)):
             if listed is not None:
                 listed.update(file.uri for file in group)
-            pending.append((group, ingest.submit(group, config)))
+            pending.append((group, submit(group, config)))
             progress.update(found=len(group))
             while len(pending) >= in_flight:
                 collect_oldest()

@@ -11,10 +11,17 @@ from prefect.tasks import exponential_backoff
 
 from tasks.core.errors import TransientError
 from tasks.core.models import FileOutcome, PruneReport, SourceFile
-from tasks.core.process import prepare_store, process_files, processor_for
+from tasks.core.process import (
+    PreparedFile,
+    commit_files,
+    prepare_files,
+    prepare_store,
+    process_files,
+    processor_for,
+)
 from tasks.core.prune import prune_missing
 from tasks.core.settings import IngestParams, PipelineConfig
-from tasks.core.store import get_store
+from tasks.core.store import FileHead, get_store
 
 # Outcomes of files a task run has finished, kept across that run's retries so a retry redoes
 # only the files that failed transiently. Entries live until the run's last attempt returns.
@@ -50,25 +57,57 @@ def _group_name() -> str:
     return f"ingest-{files[0].name}" + (f"-+{len(files) - 1}" if len(files) > 1 else "")
 
 
-@task(name="ingest-files", task_run_name=_group_name, cache_policy=NO_CACHE, **RETRY_OPTIONS)
-def ingest_files(files: list[SourceFile], config: PipelineConfig) -> list[FileOutcome]:
-    """Read, chunk, embed and store a group of files; one outcome per file."""
+def _with_retry_memo(step, *args):
+    """Run a group ``step`` (process, prepare or commit) with this task run's memo of finished
+    files, so a retry redoes only the files that failed transiently; the last attempt gives up."""
     context = TaskRunContext.get()
     run = context.task_run
     last_attempt = run.run_count > (context.task.retries or 0)
     finished = _finished.setdefault(run.id, {})
     try:
-        outcomes = process_files(processor_for(config), files, done=finished, give_up=last_attempt)
+        results = step(*args, done=finished, give_up=last_attempt)
     except TransientError:
         raise  # retried: keep what this run finished
     except BaseException:
         _finished.pop(run.id, None)
         raise
     _finished.pop(run.id, None)
+    return results
+
+
+def _log_outcomes(outcomes: list[FileOutcome]) -> None:
     logger = get_run_logger()
     for outcome in outcomes:
         logger.info("%s: %s %s (%d chunks) %s", outcome.source, outcome.status.value,
                     outcome.reason.value, outcome.chunks, outcome.detail)
+
+
+@task(name="ingest-files", task_run_name=_group_name, cache_policy=NO_CACHE, **RETRY_OPTIONS)
+def ingest_files(files: list[SourceFile], config: PipelineConfig) -> list[FileOutcome]:
+    """Read, chunk, embed and store a group of files; one outcome per file."""
+    outcomes = _with_retry_memo(process_files, processor_for(config), files)
+    _log_outcomes(outcomes)
+    return outcomes
+
+
+@task(name="lookup-heads", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+def lookup_heads(files: list[SourceFile], config: PipelineConfig) -> dict[str, FileHead]:
+    """What the store holds for a group (runs where the store is, before ``embed_files``)."""
+    return get_store(config.store).file_heads(config.collection, [f.uri for f in files])
+
+
+@task(name="embed-files", task_run_name=_group_name, cache_policy=NO_CACHE, **RETRY_OPTIONS)
+def embed_files(files: list[SourceFile], config: PipelineConfig,
+                known: dict[str, FileHead]) -> list[PreparedFile]:
+    """Read, chunk and embed a group of files without touching the store (Dask workers)."""
+    return _with_retry_memo(prepare_files, processor_for(config), files, known)
+
+
+@task(name="store-files", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+def store_files(prepared: list[PreparedFile], config: PipelineConfig) -> list[FileOutcome]:
+    """Write embedded files where the store is; one outcome per file."""
+    outcomes = _with_retry_memo(commit_files, processor_for(config), prepared)
+    _log_outcomes(outcomes)
     return outcomes
 
 

@@ -23,7 +23,7 @@ from tasks.core.models import Document, FileOutcome, Reason, SourceFile, Status
 from tasks.core.isolation import isolation_available, parse_pool
 from tasks.core.readers import HEAD_BYTES, TEXT_SUFFIXES, read_document, read_pdf, sniff_kind
 from tasks.core.settings import PipelineConfig
-from tasks.core.sources import read_bytes
+from tasks.core.sources import display_name, read_bytes
 from tasks.core.store import FileHead, StoredPoint, VectorStore, get_store
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,20 @@ log = logging.getLogger(__name__)
 class RetryableFilesError(TransientError):
     """Some files of a group hit transient faults; the others are done and remembered."""
 
-    def __init__(self, failures: list[tuple[SourceFile, TransientError]]) -> None:
-        self.failures = failures
-        names = ", ".join(f.name for f, _ in failures[:5])
+    def __init__(self, failures: list[tuple[str, TransientError]]) -> None:
+        self.failures = failures  # (source URI, fault)
+        names = ", ".join(display_name(uri) for uri, _ in failures[:5])
         first = failures[0][1]
         super().__init__(f"{len(failures)} file(s) hit a transient fault ({names}): {first}")
+
+
+@dataclass(frozen=True)
+class PreparedFile:
+    """A file after ``prepare``: its outcome, and what ``commit`` must write (if anything)."""
+
+    outcome: FileOutcome
+    points: list[StoredPoint] | None = None
+    new_signature: str | None = None
 
 
 @dataclass
@@ -67,21 +76,42 @@ class FileProcessor:
 
         ``known`` is the file's head in the store (from ``known_files``), if it has one.
         """
+        return self.commit(self.prepare(file, known))
+
+    def prepare(self, file: SourceFile, known: FileHead | None = None) -> PreparedFile:
+        """Everything but the store write: read, parse, chunk, embed. Raises only
+        ``TransientError``. Runs anywhere the model is (a Dask worker, say); ``commit`` runs
+        where the store is."""
         started = time.perf_counter()
         try:
-            return self._process(file, known, started)
+            return self._prepare(file, known, started)
         except FileRejected as exc:
-            return FileOutcome.rejected(file.uri, exc.reason, exc.detail, pages=exc.pages,
-                                        seconds=time.perf_counter() - started)
+            return PreparedFile(FileOutcome.rejected(file.uri, exc.reason, exc.detail, pages=exc.pages,
+                                                     seconds=time.perf_counter() - started))
+        except TransientError:
+            raise
+        except Exception as exc:  # an unforeseen library error must cost one file, not the batch
+            log.exception("unexpected error on %s", file.uri)
+            return PreparedFile(FileOutcome.rejected(file.uri, Reason.ERROR, f"{type(exc).__name__}: {exc}",
+                                                     seconds=time.perf_counter() - started))
+
+    def commit(self, prepared: PreparedFile) -> FileOutcome:
+        """Write what ``prepare`` produced; raises only ``TransientError``."""
+        outcome = prepared.outcome
+        started = time.perf_counter()
+        try:
+            if prepared.points is not None:
+                self.store.replace_file_points(self.config.collection, outcome.source,
+                                               prepared.points, batch_size=self.config.upsert_batch)
+            elif prepared.new_signature is not None:
+                self.store.update_signature(self.config.collection, outcome.source,
+                                            prepared.new_signature)
         except TransientError:
             raise
         except StoreError as exc:
-            return FileOutcome.rejected(file.uri, Reason.ERROR, f"store refused the write: {exc}",
-                                        seconds=time.perf_counter() - started)
-        except Exception as exc:  # an unforeseen library error must cost one file, not the batch
-            log.exception("unexpected error on %s", file.uri)
-            return FileOutcome.rejected(file.uri, Reason.ERROR, f"{type(exc).__name__}: {exc}",
-                                        seconds=time.perf_counter() - started)
+            return FileOutcome.rejected(outcome.source, Reason.ERROR, f"store refused the write: {exc}",
+                                        seconds=outcome.seconds + time.perf_counter() - started)
+        return outcome.model_copy(update={"seconds": round(outcome.seconds + time.perf_counter() - started, 3)})
 
     def _read(self, file: SourceFile) -> bytes:
         limit = self.config.max_file_bytes
@@ -110,18 +140,17 @@ class FileProcessor:
                            chunks=head.chunk_count, pages=head.page_count,
                            seconds=round(time.perf_counter() - started, 3))
 
-    def _process(self, file: SourceFile, known: FileHead | None, started: float) -> FileOutcome:
+    def _prepare(self, file: SourceFile, known: FileHead | None, started: float) -> PreparedFile:
         # A head from a finished write with today's settings is what "already indexed" means.
         current = (known if known is not None and known.complete and not self.config.overwrite
                    and known.config_fingerprint == self.fingerprint else None)
         if current is not None and file.signature is not None and current.signature == file.signature:
-            return self._unchanged(file, current, started)  # the listing suffices: no download
+            return PreparedFile(self._unchanged(file, current, started))  # no download needed
         data = self._read(file)
         sha = hashlib.sha256(data).hexdigest()
         if current is not None and current.content_sha256 == sha:
             # Same bytes under a new signature (touched, re-uploaded): remember the new one.
-            self.store.update_signature(self.config.collection, file.uri, file.signature)
-            return self._unchanged(file, current, started)
+            return PreparedFile(self._unchanged(file, current, started), new_signature=file.signature)
         document = read_document(data, file.name, max_pages=self.config.max_pages,
                                  parse_pdf=self._parse_pdf())
         chunks = self.chunker.chunk_document(document)
@@ -130,15 +159,13 @@ class FileProcessor:
                                pages=document.page_count)
         vectors = self.embedder.embed([c.text for c in chunks], [c.token_count for c in chunks],
                                       batch_size=self.config.embed_batch_size)
-        self.store.replace_file_points(self.config.collection, file.uri,
-                                       self._points(file, document, sha, chunks, vectors),
-                                       batch_size=self.config.upsert_batch)
         detail = ""
         if document.unreadable_pages:
             detail = f"text extraction failed on page(s) {list(document.unreadable_pages)}"
-        return FileOutcome(source=file.uri, status=Status.INDEXED if known is None else Status.UPDATED,
-                           detail=detail, pages=document.page_count, chunks=len(chunks),
-                           seconds=round(time.perf_counter() - started, 3))
+        outcome = FileOutcome(source=file.uri, status=Status.INDEXED if known is None else Status.UPDATED,
+                              detail=detail, pages=document.page_count, chunks=len(chunks),
+                              seconds=round(time.perf_counter() - started, 3))
+        return PreparedFile(outcome, points=self._points(file, document, sha, chunks, vectors))
 
     def _points(self, file: SourceFile, document: Document, sha: str, chunks,
                 vectors) -> list[StoredPoint]:
@@ -185,19 +212,55 @@ def process_files(processor: FileProcessor, files: Iterable[SourceFile], *,
     ``give_up`` (the last attempt), when they become ``failed`` outcomes with their reason.
     """
     files = list(files)
+    uris = [file.uri for file in files]
     pending = [file for file in files if file.uri not in done]
-    failures: list[tuple[SourceFile, TransientError]] = []
     try:
         known = processor.known_files(pending) if pending else {}
     except TransientError as exc:
-        known, failures, pending = {}, [(file, exc) for file in pending], []
+        return _settle(uris, done, [(file.uri, exc) for file in pending], give_up)
+    failures = []
     for file in pending:
         try:
             done[file.uri] = processor.process(file, known.get(file.uri))
         except TransientError as exc:
-            failures.append((file, exc))
+            failures.append((file.uri, exc))
+    return _settle(uris, done, failures, give_up)
+
+
+def prepare_files(processor: FileProcessor, files: Iterable[SourceFile], known: dict[str, FileHead], *,
+                  done: MutableMapping[str, PreparedFile], give_up: bool) -> list[PreparedFile]:
+    """``process_files`` without the store (for Dask workers): ``known`` heads come from the
+    caller, and the results go back to where the store is, for ``commit_files``."""
+    files = list(files)
+    failures = []
+    for file in files:
+        if file.uri not in done:
+            try:
+                done[file.uri] = processor.prepare(file, known.get(file.uri))
+            except TransientError as exc:
+                failures.append((file.uri, exc))
+    return _settle([file.uri for file in files], done, failures, give_up, wrap=PreparedFile)
+
+
+def commit_files(processor: FileProcessor, prepared: Iterable[PreparedFile], *,
+                 done: MutableMapping[str, FileOutcome], give_up: bool) -> list[FileOutcome]:
+    """Write prepared files where the store is; transient store faults as in ``process_files``."""
+    prepared = list(prepared)
+    failures = []
+    for item in prepared:
+        if item.outcome.source not in done:
+            try:
+                done[item.outcome.source] = processor.commit(item)
+            except TransientError as exc:
+                failures.append((item.outcome.source, exc))
+    return _settle([item.outcome.source for item in prepared], done, failures, give_up)
+
+
+def _settle(uris: list[str], done: MutableMapping, failures: list[tuple[str, TransientError]],
+            give_up: bool, wrap=lambda outcome: outcome) -> list:
+    """Raise the transient failures for a retry, or (last attempt) turn them into outcomes."""
     if failures and not give_up:
         raise RetryableFilesError(failures)
-    for file, exc in failures:
-        done[file.uri] = FileOutcome.rejected(file.uri, exc.reason, f"gave up after retries: {exc}")
-    return [done[file.uri] for file in files]
+    for uri, exc in failures:
+        done[uri] = wrap(FileOutcome.rejected(uri, exc.reason, f"gave up after retries: {exc}"))
+    return [done[uri] for uri in uris]

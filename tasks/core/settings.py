@@ -56,6 +56,12 @@ class IngestSettings(BaseSettings):
     files_per_task: int = Field(8, ge=1, le=1000, description="Files per Prefect task run")
     retries: int = Field(3, ge=0, le=20)
     retry_backoff_s: float = Field(2.0, ge=0)
+    dask_address: str | None = Field(
+        None, description="Scheduler of an existing Dask cluster (tcp://host:port): file groups "
+                          "are read, parsed and embedded on its workers")
+    dask_workers: int | None = Field(
+        None, ge=1, le=256, description="Start a temporary local Dask cluster of this many worker "
+                                        "processes for the run")
     store_wait_s: float = Field(900.0, ge=0, description="How long a run waits for another run "
                                                          "holding the embedded store")
     landing: str = Field(".ingest/landing", description="Where the upload API lands files: "

@@ -44,7 +44,7 @@ def test_retry_redoes_only_the_failed_files():
     done: dict[str, FileOutcome] = {}
     with pytest.raises(RetryableFilesError) as caught:
         process_files(processor, files, done=done, give_up=False)
-    assert [f.name for f, _ in caught.value.failures] == ["b.txt"]
+    assert [uri.rsplit("/", 1)[-1] for uri, _ in caught.value.failures] == ["b.txt"]
     assert processor.calls == ["a.txt", "b.txt", "c.txt"]
     outcomes = process_files(processor, files, done=done, give_up=False)
     assert processor.calls[3:] == ["b.txt"]
