@@ -15,7 +15,16 @@ import threading
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
+from fastapi import (
+    Depends,
+    FastAPI,
+    File,
+    Header,
+    HTTPException,
+    Query,
+    Request,
+    UploadFile,
+)
 from fastapi.responses import JSONResponse
 
 from tasks.core.errors import IngestError

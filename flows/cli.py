@@ -124,10 +124,10 @@ def run(
         os.environ["INGEST_DASK_ADDRESS"] = dask_address
     if dask_workers:
         os.environ["INGEST_DASK_WORKERS"] = str(dask_workers)
+    from flows.runners import dask_runner
     from tasks.core.errors import IngestError
     from tasks.core.process import prepare_store
     from tasks.core.settings import IngestParams, PipelineConfig
-    from flows.runners import dask_runner
     from tasks.core.sources import check_sources
 
     try:
@@ -183,7 +183,13 @@ def run(
 
 
 def _progress_bar():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=err, transient=True)
@@ -316,7 +322,13 @@ def watch(
     from prefect.settings import PREFECT_API_URL
 
     from tasks.core.errors import IngestError
-    from tasks.core.watch import BucketWatcher, Coalescer, SqsQueue, WatchState, split_s3_url
+    from tasks.core.watch import (
+        BucketWatcher,
+        Coalescer,
+        SqsQueue,
+        WatchState,
+        split_s3_url,
+    )
 
     if not PREFECT_API_URL.value():
         _fail("ingest watch sends events to a Prefect server: set PREFECT_API_URL "

@@ -21,10 +21,10 @@ from flows.progress import RunProgress
 from flows.report import publish_summary
 from flows.runners import dask_runner
 from tasks.core.models import FileOutcome, Reason, RunSummary, SourceFile, Status
+from tasks.core.process import PreparedFile
 from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
 from tasks.core.sources import discover_files
 from tasks.core.store import exclusive_run
-from tasks.core.process import PreparedFile
 from tasks.ingest import (
     embed_files,
     ingest_files,

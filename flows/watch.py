@@ -17,6 +17,7 @@ import logging
 from prefect.events import Event
 
 from tasks.core.watch import BATCH_LABEL, EVENT_NAME, NewObject
+
 # One request stays far below the server's event size limit even with a 1,000-URI batch.
 EVENTS_PER_REQUEST = 100
 

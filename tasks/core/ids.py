@@ -17,8 +17,11 @@ def point_id(source_uri: str, chunk_index: int) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, f"{source_uri}#{chunk_index}"))
 
 
-def config_fingerprint(*, model: str, chunk_tokens: int, chunk_overlap: int) -> str:
+def config_fingerprint(*, model: str, chunk_tokens: int, chunk_overlap: int,
+                       precision: str = "fp32") -> str:
     """Short hash of everything besides the file's bytes that decides its points."""
     spec = {"model": model, "chunk_tokens": chunk_tokens, "chunk_overlap": chunk_overlap,
             "pipeline": PIPELINE_VERSION}
+    if precision != "fp32":  # fp32 fingerprints stay what they were before precisions existed
+        spec["precision"] = precision
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]

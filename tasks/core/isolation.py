@@ -30,9 +30,13 @@ RESERVE_BYTES = 32 * 1024 * 1024
 
 
 def _limit_memory(memory_mb: int) -> None:
-    """Worker initializer: cap the address space, so a runaway parse fails with MemoryError."""
+    """Worker initializer: cap the address space, so a runaway parse fails with MemoryError;
+    and yield the CPU to the embedding model, which is the bottleneck: torch's threads wait for
+    each other at every operation, so a parse that preempts one of them stalls them all."""
+    import os
     import resource
 
+    os.nice(10)
     limit = memory_mb * 1024 * 1024 + RESERVE_BYTES
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     soft = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
@@ -41,9 +45,9 @@ def _limit_memory(memory_mb: int) -> None:
 
 def _parse_pdf(data: bytes, max_pages: int, memory_mb: int) -> Document:
     """Runs in the worker."""
-    from tasks.core.readers import read_pdf
-
     import mmap
+
+    from tasks.core.readers import read_pdf
 
     # Untouched anonymous memory: it costs address space only (no page is ever written).
     reserve = mmap.mmap(-1, RESERVE_BYTES)

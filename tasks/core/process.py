@@ -16,12 +16,18 @@ from functools import lru_cache
 from pathlib import PurePosixPath
 
 from tasks.core.chunking import Chunker
-from tasks.core.embedding import Embedder, get_embedder
+from tasks.core.embedding import Embedder, effective_precision, get_embedder
 from tasks.core.errors import FileRejected, StoreError, TransientError
 from tasks.core.ids import config_fingerprint, point_id
-from tasks.core.models import Document, FileOutcome, Reason, SourceFile, Status
 from tasks.core.isolation import isolation_available, parse_pool
-from tasks.core.readers import HEAD_BYTES, TEXT_SUFFIXES, read_document, read_pdf, sniff_kind
+from tasks.core.models import Document, FileOutcome, Reason, SourceFile, Status
+from tasks.core.readers import (
+    HEAD_BYTES,
+    TEXT_SUFFIXES,
+    read_document,
+    read_pdf,
+    sniff_kind,
+)
 from tasks.core.settings import PipelineConfig
 from tasks.core.sources import display_name, read_bytes
 from tasks.core.store import FileHead, StoredPoint, VectorStore, get_store
@@ -64,8 +70,11 @@ class FileProcessor:
 
     @property
     def fingerprint(self) -> str:
+        # The precision actually used (bf16 may fall back to fp32): vectors of different
+        # precisions are never mixed silently in one collection.
         return config_fingerprint(model=self.config.model, chunk_tokens=self.config.chunk_tokens,
-                                  chunk_overlap=self.config.chunk_overlap)
+                                  chunk_overlap=self.config.chunk_overlap,
+                                  precision=self.embedder.precision)
 
     def known_files(self, files: list[SourceFile]) -> dict[str, FileHead]:
         """What the collection already holds for these files (one store request)."""
@@ -173,7 +182,8 @@ class FileProcessor:
         common = {"source": file.uri, "file_name": file.name, "content_sha256": sha,
                   "config_fingerprint": self.fingerprint, "chunk_count": len(chunks),
                   "page_count": document.page_count, "source_signature": file.signature,
-                  "model": self.config.model, "ingested_at": ingested_at}
+                  "model": self.config.model, "embed_precision": self.embedder.precision,
+                  "ingested_at": ingested_at}
         return [StoredPoint(id=point_id(file.uri, chunk.chunk_index), vector=vector.tolist(),
                             payload={"text": chunk.text, "chunk_index": chunk.chunk_index,
                                      "page_start": chunk.page_start, "page_end": chunk.page_end,
@@ -185,7 +195,7 @@ class FileProcessor:
 @lru_cache(maxsize=8)
 def processor_for(config: PipelineConfig) -> FileProcessor:
     """The process-wide processor for a config: model and client are loaded once, lazily."""
-    embedder = get_embedder(config.model)
+    embedder = get_embedder(config.model, effective_precision(config.model, config.embed_precision))
     chunker = Chunker(embedder.tokenizer, chunk_tokens=config.chunk_tokens,
                       overlap=config.chunk_overlap, max_tokens=embedder.max_tokens)
     return FileProcessor(config=config, embedder=embedder, chunker=chunker)

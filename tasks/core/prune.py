@@ -9,6 +9,7 @@ wipe a collection.
 from __future__ import annotations
 
 from collections.abc import Iterable
+
 from tasks.core.models import FileOutcome, PruneReport, Reason, Status
 from tasks.core.sources import is_hidden, local_path, matches_include
 from tasks.core.store import VectorStore

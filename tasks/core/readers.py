@@ -12,8 +12,8 @@ import hashlib
 import io
 import logging
 import re
-from pathlib import PurePosixPath
 from collections.abc import Callable
+from pathlib import PurePosixPath
 
 import filetype
 from charset_normalizer import from_bytes

@@ -13,7 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -46,6 +53,9 @@ class IngestSettings(BaseSettings):
     chunk_tokens: int = Field(192, ge=16, le=8192)
     chunk_overlap: int = Field(32, ge=0)
     embed_batch_size: int = Field(32, ge=1, le=1024)
+    embed_precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: run the model under bfloat16 autocast when this CPU does it "
+                            "faster (checked at start-up; otherwise fp32)")
     upsert_batch: int = Field(256, ge=1, le=10_000)
     max_file_mb: float = Field(100.0, gt=0)
     max_pages: int = Field(2000, ge=1)
@@ -157,6 +167,7 @@ class PipelineConfig(BaseModel):
     chunk_tokens: int
     chunk_overlap: int
     embed_batch_size: int
+    embed_precision: Literal["fp32", "bf16"] = "fp32"
     upsert_batch: int
     max_file_bytes: int
     max_pages: int
@@ -182,6 +193,7 @@ class PipelineConfig(BaseModel):
             chunk_tokens=chunk_tokens,
             chunk_overlap=chunk_overlap,
             embed_batch_size=settings.embed_batch_size,
+            embed_precision=settings.embed_precision,
             upsert_batch=settings.upsert_batch,
             max_file_bytes=int(settings.max_file_mb * 1024 * 1024),
             max_pages=settings.max_pages,

@@ -17,7 +17,13 @@ from typing import Any
 
 from tasks.core.errors import CollectionMismatchError, IngestError, StoreError
 from tasks.core.settings import StoreLocation
-from tasks.core.store import SOURCE_FIELD, SearchHit, StoredPoint, VectorStore, store_in_use
+from tasks.core.store import (
+    SOURCE_FIELD,
+    SearchHit,
+    StoredPoint,
+    VectorStore,
+    store_in_use,
+)
 
 CONFIG_FILE = "edge_config.json"
 # Points waiting for the graph index before a run's end triggers optimize(): below this, exact

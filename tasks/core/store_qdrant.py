@@ -18,7 +18,13 @@ from tasks.core.errors import (
     StoreUnavailableError,
 )
 from tasks.core.settings import StoreLocation
-from tasks.core.store import SOURCE_FIELD, SearchHit, StoredPoint, VectorStore, store_in_use
+from tasks.core.store import (
+    SOURCE_FIELD,
+    SearchHit,
+    StoredPoint,
+    VectorStore,
+    store_in_use,
+)
 
 
 class QdrantClientStore(VectorStore):
@@ -41,7 +47,10 @@ class QdrantClientStore(VectorStore):
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
         import httpx
-        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+        from qdrant_client.http.exceptions import (
+            ResponseHandlingException,
+            UnexpectedResponse,
+        )
 
         try:
             yield

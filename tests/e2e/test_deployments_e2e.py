@@ -55,7 +55,11 @@ def _runs(deployment_id) -> list:
 
 def _outcomes(flow_run_id) -> dict[str, str]:
     """source → status, from the run's summary table artifact."""
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterType,
+    )
 
     with _client() as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.flow
 
 
 @pytest.mark.parametrize("args,keys", [
-    (["bench.throughput", "--files", "4"], {"pipeline_vs_raw", "vs_seed", "backlog_s", "plain_vs_limit"}),
+    (["bench.throughput", "--files", "4"], {"pipeline_vs_raw", "vs_seed", "backlog_s", "plain_vs_limit",
+                                                    "fast_vs_fp32_pipeline", "rss_ratio_10x"}),
     (["bench.store", "--points", "300"], {"edge_open_s", "local_open_s", "edge_search_median_ms"}),
 ])
 def test_harness_prints_its_table_and_a_json_last_line(cli_env, args, keys):

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from tasks.core.store import close_stores
-from tests.conftest import MIXED, MIXED_EXPECTED, assert_same_store, make_config, run_all, snapshot
+from tests.conftest import (
+    MIXED,
+    MIXED_EXPECTED,
+    assert_same_store,
+    make_config,
+    run_all,
+    snapshot,
+)
 from tests.flows.test_reruns_real_processes import SCRIPT, stored_now
 
 pytestmark = [pytest.mark.flow, pytest.mark.dask]
@@ -27,9 +33,9 @@ def cluster():
 
 def _model_loads(client) -> dict:
     def loads() -> int:
-        from tasks.core.embedding import get_embedder
+        from tasks.core.embedding import load_model
 
-        return get_embedder.cache_info().misses
+        return load_model.cache_info().misses
 
     return client.run(loads)
 

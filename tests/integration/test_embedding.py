@@ -60,3 +60,58 @@ def test_sorted_batches_match_plain_encode_in_input_order(embedder):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     cosine = (vectors * reference).sum(axis=1)
     assert cosine.min() > 0.9999
+
+
+QUERIES = {  # sample question → the sample document that answers it
+    "why are glacial lakes turquoise?": "alpine-lakes-field-guide.pdf",
+    "how efficient is a heat pump in winter?": "heat-pumps.txt",
+}
+
+
+def _sample_chunks(embedder):
+    from tasks.core.chunking import Chunker
+    from tasks.core.readers import read_document
+    from tests.conftest import SAMPLES
+
+    chunker = Chunker(embedder.tokenizer, chunk_tokens=192, overlap=32, max_tokens=embedder.max_tokens)
+    chunks, names = [], []
+    for path in sorted(SAMPLES.iterdir()):
+        try:
+            document = read_document(path.read_bytes(), path.name, max_pages=100)
+        except Exception:
+            continue  # the sample without a text layer
+        for chunk in chunker.chunk_document(document):
+            chunks.append(chunk)
+            names.append(path.name)
+    return chunks, names
+
+
+def test_bf16_vectors_match_fp32_and_retrieval_is_unchanged(embedder):
+    fast = embedding.get_embedder(DEFAULT_MODEL, "bf16")
+    assert fast.loaded is embedder.loaded  # one model in memory, two precisions
+    chunks, names = _sample_chunks(embedder)
+    texts, counts = [c.text for c in chunks], [c.token_count for c in chunks]
+    exact = embedder.embed(texts, counts, batch_size=16)
+    approx = fast.embed(texts, counts, batch_size=16)
+    cosines = (exact * approx).sum(axis=1)
+    assert cosines.min() > 0.999, (cosines.mean(), cosines.min())
+    assert np.allclose(np.linalg.norm(approx, axis=1), 1.0, atol=1e-5)
+    for query, answer in QUERIES.items():
+        for model in (embedder, fast):
+            q = model.embed([query], [16], batch_size=1)[0]
+            assert names[int(np.argmax(exact @ q if model is embedder else approx @ q))] == answer
+
+
+def test_bf16_falls_back_to_fp32_where_it_is_not_faster(monkeypatch, embedder):
+    from tasks.core.ids import config_fingerprint
+
+    monkeypatch.setattr(embedding, "BF16_MIN_SPEEDUP", 1000.0)
+    embedding.effective_precision.cache_clear()
+    try:
+        assert embedding.effective_precision(DEFAULT_MODEL, "bf16") == "fp32"
+        assert embedding.effective_precision(DEFAULT_MODEL, "fp32") == "fp32"
+    finally:
+        embedding.effective_precision.cache_clear()
+    base = {"model": DEFAULT_MODEL, "chunk_tokens": 192, "chunk_overlap": 32}
+    assert config_fingerprint(**base) == config_fingerprint(**base, precision="fp32")
+    assert config_fingerprint(**base) != config_fingerprint(**base, precision="bf16")

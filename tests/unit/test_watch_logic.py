@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from tasks.core.watch import Coalescer, NewObject, WatchState, parse_s3_message, unique_objects
+from tasks.core.watch import (
+    Coalescer,
+    NewObject,
+    WatchState,
+    parse_s3_message,
+    unique_objects,
+)
 
 
 def _record(key: str, etag: str = "abc", event: str = "ObjectCreated:Put", bucket: str = "b") -> dict:
