@@ -31,11 +31,11 @@ demo: install
 
 # The whole suite runs once per embedded backend: Qdrant Edge (default), then qdrant-client's
 # local mode (which stands in for a Qdrant server). The end-to-end tests (real Prefect server,
-# served deployments, watcher), the infrastructure-fault tests and the Dask test exercise
-# processes and services rather than the store, and run in the first pass only.
+# served deployments, watcher), the infrastructure faults, Dask and other process plumbing
+# (marker `once`) do not depend on the store backend and run in the first pass only.
 test: install-test
-	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest --store-backend qdrant-local -m "not e2e and not faults and not dask"
+	$(BIN)/python -m pytest --durations=10
+	$(BIN)/python -m pytest --durations=10 --store-backend qdrant-local -m "not once"
 
 test-e2e: install-test
 	$(BIN)/python -m pytest -m e2e

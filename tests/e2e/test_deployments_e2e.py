@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e.conftest import Stack, wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.once]
 
 TOPICS = {
     "lakes": "Glacial lakes look turquoise because rock flour, ground by glaciers, scatters "

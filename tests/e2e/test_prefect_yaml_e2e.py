@@ -9,7 +9,7 @@ import pytest
 
 from tests.e2e.conftest import BIN, ROOT, Processes, base_env, wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.once]
 
 
 def test_prefect_yaml_deploys_three_deployments_a_worker_runs(prefect_api, moto_endpoint, tmp_path):

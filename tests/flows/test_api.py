@@ -140,6 +140,7 @@ def test_wait_false_answers_202_then_the_run_reads_back(client):
     assert client.get("/runs/00000000-0000-0000-0000-000000000000").status_code == 404
 
 
+@pytest.mark.once  # the process plumbing, not the store: first pass only
 def test_through_a_real_uvicorn_server(cli_env, tmp_path):
     port = free_port()
     env = {**cli_env, "INGEST_LANDING": str(tmp_path / "landing"), "INGEST_API_KEY": KEY}

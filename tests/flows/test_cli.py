@@ -63,6 +63,7 @@ def test_collection_of_another_size_is_refused_before_writing(ingest_env):
     assert store.count("small") == 0
 
 
+@pytest.mark.once  # the process plumbing, not the store: first pass only
 def test_console_script_end_to_end(cli_env):
     """The installed ``ingest`` script in a fresh process, as a user runs it."""
     script = Path(sys.executable).parent / "ingest"

@@ -19,7 +19,7 @@ from tests.conftest import (
 )
 from tests.flows.test_reruns_real_processes import SCRIPT, stored_now
 
-pytestmark = [pytest.mark.flow, pytest.mark.dask]
+pytestmark = [pytest.mark.flow, pytest.mark.dask, pytest.mark.once]
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from tests.flows.test_reruns_real_processes import (
     write_corpus,
 )
 
-pytestmark = [pytest.mark.flow, pytest.mark.faults]
+pytestmark = [pytest.mark.flow, pytest.mark.faults, pytest.mark.once]
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
@@ -55,14 +55,15 @@ def test_s3_outage_mid_run_is_ridden_out(env, tmp_path):
                                           "--verbose"], run_env, count=3)
         server.stop()
         time.sleep(10)
+        assert run.poll() is None  # the outage fell in the middle of the run
         server.start()
         out, err = run.communicate(timeout=300)
         assert run.returncode == 0, err[-3000:]
         summary = json.loads(out)
         assert {f["status"] for f in summary["files"]} == {"indexed"}, summary["files"]
         assert summary["totals"]["files"] == 16
+        # Ridden out by s3fs's own retries or, beyond them, by Prefect's task retries.
         assert "source_unavailable" not in out
-        assert "retry" in err.lower() or "Retrying" in err  # the outage was hit, not missed
 
         rerun = subprocess.run([str(SCRIPT), "run", "s3://outage-bucket/docs/", "--json"], env=run_env,
                                capture_output=True, text=True, timeout=300)
