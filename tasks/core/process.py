@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -222,52 +222,45 @@ def process_files(processor: FileProcessor, files: Iterable[SourceFile], *,
     ``give_up`` (the last attempt), when they become ``failed`` outcomes with their reason.
     """
     files = list(files)
-    uris = [file.uri for file in files]
     pending = [file for file in files if file.uri not in done]
     try:
         known = processor.known_files(pending) if pending else {}
     except TransientError as exc:
-        return _settle(uris, done, [(file.uri, exc) for file in pending], give_up)
-    failures = []
-    for file in pending:
-        try:
-            done[file.uri] = processor.process(file, known.get(file.uri))
-        except TransientError as exc:
-            failures.append((file.uri, exc))
-    return _settle(uris, done, failures, give_up)
+        return _settle([f.uri for f in files], done, [(f.uri, exc) for f in pending], give_up)
+    return _each(files, lambda f: f.uri, lambda f: processor.process(f, known.get(f.uri)),
+                 done=done, give_up=give_up)
 
 
 def prepare_files(processor: FileProcessor, files: Iterable[SourceFile], known: dict[str, FileHead], *,
                   done: MutableMapping[str, PreparedFile], give_up: bool) -> list[PreparedFile]:
     """``process_files`` without the store (for Dask workers): ``known`` heads come from the
     caller, and the results go back to where the store is, for ``commit_files``."""
-    files = list(files)
-    failures = []
-    for file in files:
-        if file.uri not in done:
-            try:
-                done[file.uri] = processor.prepare(file, known.get(file.uri))
-            except TransientError as exc:
-                failures.append((file.uri, exc))
-    return _settle([file.uri for file in files], done, failures, give_up, wrap=PreparedFile)
+    return _each(list(files), lambda f: f.uri, lambda f: processor.prepare(f, known.get(f.uri)),
+                 done=done, give_up=give_up, wrap=PreparedFile)
 
 
 def commit_files(processor: FileProcessor, prepared: Iterable[PreparedFile], *,
                  done: MutableMapping[str, FileOutcome], give_up: bool) -> list[FileOutcome]:
     """Write prepared files where the store is; transient store faults as in ``process_files``."""
-    prepared = list(prepared)
+    return _each(list(prepared), lambda item: item.outcome.source, processor.commit,
+                 done=done, give_up=give_up)
+
+
+def _each(items: list, key: Callable, step: Callable, *, done: MutableMapping, give_up: bool,
+          wrap: Callable = lambda outcome: outcome) -> list:
+    """Run ``step`` on every item whose key is not in ``done``; then ``_settle``."""
     failures = []
-    for item in prepared:
-        if item.outcome.source not in done:
+    for item in items:
+        if key(item) not in done:
             try:
-                done[item.outcome.source] = processor.commit(item)
+                done[key(item)] = step(item)
             except TransientError as exc:
-                failures.append((item.outcome.source, exc))
-    return _settle([item.outcome.source for item in prepared], done, failures, give_up)
+                failures.append((key(item), exc))
+    return _settle([key(item) for item in items], done, failures, give_up, wrap)
 
 
 def _settle(uris: list[str], done: MutableMapping, failures: list[tuple[str, TransientError]],
-            give_up: bool, wrap=lambda outcome: outcome) -> list:
+            give_up: bool, wrap: Callable = lambda outcome: outcome) -> list:
     """Raise the transient failures for a retry, or (last attempt) turn them into outcomes."""
     if failures and not give_up:
         raise RetryableFilesError(failures)

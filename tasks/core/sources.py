@@ -25,7 +25,7 @@ from tasks.core.errors import ConfigError, FileRejected, SourceUnavailableError
 from tasks.core.models import Reason, SourceFile
 
 
-def _transient_errors() -> tuple[type[BaseException], ...]:
+def transient_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean 'the source did not answer', not 'the file is bad'."""
     types: list[type[BaseException]] = [OSError, asyncio.TimeoutError]
     try:  # botocore/aiohttp come with s3fs; a local-only install may lack them
@@ -105,6 +105,24 @@ def _s3_file(info: dict) -> SourceFile:
                       modified=info.get("LastModified"))
 
 
+def iter_s3_objects(bucket: str, prefix: str) -> Iterator[dict]:
+    """s3fs info dicts of every object under ``s3://bucket/prefix``, folder markers left out.
+
+    s3fs's ``_iterdir`` pages through ListObjectsV2 (each page retried by s3fs); an empty
+    delimiter lists the whole subtree flat. Pulled one item at a time so nothing piles up.
+    Errors are s3fs's own; callers translate them.
+    """
+    fs = filesystem("s3")
+    pages = fs._iterdir(bucket, delimiter="", prefix=prefix)
+    while True:
+        try:
+            info = sync(fs.loop, pages.__anext__)
+        except StopAsyncIteration:
+            return
+        if info.get("type") == "file" and not info["name"].endswith("/"):
+            yield info
+
+
 def _iter_s3(url: str, include: list[str]) -> Iterator[SourceFile]:
     fs = filesystem("s3")
     path = url.removeprefix("s3://").strip("/")
@@ -116,32 +134,22 @@ def _iter_s3(url: str, include: list[str]) -> Iterator[SourceFile]:
             yield _s3_file(fs.info(path))
             return
         prefix = f"{key.rstrip('/')}/" if key else ""
-        # s3fs's _iterdir pages through ListObjectsV2 (each page retried by s3fs); an empty
-        # delimiter lists the whole subtree flat. Pulled one item at a time so nothing piles up.
-        pages = fs._iterdir(bucket, delimiter="", prefix=prefix)
         listed_any = False
-        while True:
-            try:
-                info = sync(fs.loop, pages.__anext__)
-            except StopAsyncIteration:
-                if key and not url.endswith("/") and not listed_any:
-                    # A named key that is gone (deleted after its event, say) still gets its
-                    # outcome row (not_found) instead of vanishing from the run.
-                    yield SourceFile(uri=f"s3://{path}", protocol="s3", path=path,
-                                     name=PurePosixPath(path).name)
-                return
+        for info in iter_s3_objects(bucket, prefix):
             listed_any = True
             relative = info["name"][len(bucket) + 1 + len(prefix):]
-            if info.get("type") != "file" or not relative or relative.endswith("/"):
-                continue
-            if is_hidden(relative) or not matches_include(relative, include):
+            if not relative or is_hidden(relative) or not matches_include(relative, include):
                 continue
             yield _s3_file(info)
+        if key and not url.endswith("/") and not listed_any:
+            # A named key that is gone (deleted after its event, say) still gets its outcome
+            # row (not_found) instead of vanishing from the run.
+            yield SourceFile(uri=f"s3://{path}", protocol="s3", path=path, name=PurePosixPath(path).name)
     except FileNotFoundError as exc:
         raise ConfigError(f"source not found: {url}") from exc
     except PermissionError as exc:
         raise ConfigError(f"access denied to {url}: {exc}") from exc
-    except _transient_errors() as exc:
+    except transient_errors() as exc:
         raise SourceUnavailableError(f"cannot list {url}: {exc}") from exc
 
 
@@ -207,5 +215,5 @@ def read_bytes(file: SourceFile, *, limit: int | None = None) -> bytes:
         if exc.errno == errno.EINVAL:  # s3fs's translation of a request S3 will never accept
             raise FileRejected(Reason.ERROR, f"the source refused the read: {exc}") from exc
         raise SourceUnavailableError(f"cannot read {file.uri}: {type(exc).__name__}: {exc}") from exc
-    except _transient_errors() as exc:
+    except transient_errors() as exc:
         raise SourceUnavailableError(f"cannot read {file.uri}: {type(exc).__name__}: {exc}") from exc

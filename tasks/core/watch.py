@@ -129,21 +129,18 @@ class WatchState:
 
 def list_objects(bucket: str, prefix: str) -> Iterator[NewObject]:
     """Every object under the prefix (ListObjectsV2, page by page, through s3fs)."""
-    from fsspec.asyn import sync
+    from tasks.core.sources import (
+        filesystem,
+        is_hidden,
+        iter_s3_objects,
+        transient_errors,
+    )
 
-    from tasks.core.sources import _transient_errors, filesystem, is_hidden
-
-    fs = filesystem("s3")
-    fs.invalidate_cache(bucket)
+    filesystem("s3").invalidate_cache(bucket)  # a poll must see the bucket as it is now
     try:
-        pages = fs._iterdir(bucket, delimiter="", prefix=prefix)
-        while True:
-            try:
-                info = sync(fs.loop, pages.__anext__)
-            except StopAsyncIteration:
-                return
+        for info in iter_s3_objects(bucket, prefix):
             key = info["name"][len(bucket) + 1:]
-            if info.get("type") != "file" or key.endswith("/") or is_hidden(key[len(prefix):]):
+            if is_hidden(key[len(prefix):]):
                 continue
             modified = info.get("LastModified")
             yield NewObject(bucket=bucket, key=key, etag=(info.get("ETag") or "").strip('"') or None,
@@ -151,7 +148,7 @@ def list_objects(bucket: str, prefix: str) -> Iterator[NewObject]:
                             last_modified=modified.isoformat() if modified is not None else None)
     except FileNotFoundError as exc:
         raise ConfigError(f"bucket not found: {bucket}") from exc
-    except _transient_errors() as exc:
+    except transient_errors() as exc:
         raise SourceUnavailableError(f"cannot list s3://{bucket}/{prefix}: {exc}") from exc
 
 
