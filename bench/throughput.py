@@ -1,21 +1,25 @@
 """Throughput, side by side in one process: the padding-free encode limit, plain encode, the
 pipeline (the real flow), and a seed-style sequential baseline, on the same corpus.
 
-    python -m bench.throughput --files 300        (make bench FILES=300)
-    python -m bench.throughput --folder DIR       (any folder of PDFs and .txt files)
+    python -m bench.throughput --files 300 --repeat 3     (make bench; FILES=50 REPEAT=1 for a quick check)
+    python -m bench.throughput --folder DIR               (any folder of PDFs and .txt files)
 
-1. limit  — ``model.encode`` of exactly the chunks the pipeline produces, ordered by token count
-            and encoded batch by batch, so batches carry (almost) no padding;
+1. limit  — ``Embedder.embed`` (``model.encode`` batch by batch) of exactly the chunks the
+            pipeline produces, batches planned by token count so they carry (almost) no padding;
 2. plain  — ``model.encode`` of the same chunks in their natural order, one call;
-3. pipeline — ``ingest_documents`` end to end (Prefect ephemeral mode, embedded Edge store);
-            ``backlog_s``: seconds after the flow returns until Prefect has recorded every task run;
-            then again with ``INGEST_EMBED_PRECISION=bf16`` (``fast_vs_fp32_pipeline``), and the
-            cosine of bf16 to fp32 vectors of the same chunks;
-4. seed   — per file, sequentially: read, chunk, encode that file's chunks, upsert that file (what
+3. bf16   — the limit again with torch autocast bf16, and with the runtime that
+            ``INGEST_EMBED_PRECISION=bf16`` selects on this CPU (OpenVINO when installed), and the
+            cosine of its vectors to fp32;
+4. pipeline — ``ingest_documents`` end to end (Prefect ephemeral mode, embedded Edge store), fp32
+            and bf16; ``backlog_s``: seconds after the flow returns until Prefect has recorded
+            every task run;
+5. seed   — per file, sequentially: read, chunk, encode that file's chunks, upsert that file (what
             a naive upload router does), same model, chunker and store backend.
 
-Ratios > 1 mean faster. The last line is JSON. Peak RSS is the process's peak after each step;
-``rss_ratio_10x`` compares the flow alone, in fresh processes, on N/10 and N files.
+Every step runs once per round, rounds interleaved, so slow drifts of the machine hit all steps
+alike; ratios are medians of the per-round ratios (> 1 means faster) with their spread. The last
+line is JSON. Peak RSS is the process's peak after each step; ``rss_ratio_10x`` compares the flow
+alone, in fresh processes, on N/10 and N files.
 """
 
 from __future__ import annotations
@@ -133,11 +137,18 @@ def run_pipeline_only(files: int) -> None:
                       "chunks": summary.totals.chunks, "peak_rss_mb": round(peak_rss_mb(), 1)}))
 
 
+def median_spread(values: list[float]) -> tuple[float, float]:
+    """The median and the spread (max - min) relative to it."""
+    middle = statistics.median(values)
+    return middle, (max(values) - min(values)) / middle if middle else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=300)
     parser.add_argument("--folder", type=Path, help="use this folder instead of the generated corpus")
-    parser.add_argument("--repeat", type=int, default=1, help="encode measurements repeated (median)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of every step, interleaved; medians and spreads are reported")
     parser.add_argument("--pipeline-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.pipeline_only:
@@ -151,7 +162,7 @@ def main() -> None:
     import numpy as np
 
     from flows.ingest_flow import ingest_documents
-    from tasks.core.embedding import effective_precision, get_embedder
+    from tasks.core.embedding import get_embedder, select_embedder
     from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
 
     corpus = args.folder or cached_corpus(args.files)
@@ -159,84 +170,112 @@ def main() -> None:
     texts, counts, files = produce_chunks(corpus, config)
     tokens = sum(counts)
     embedder = get_embedder(config.model)
-    fast = get_embedder(config.model, "bf16")
-    rows: dict[str, dict] = {}
+    autocast = get_embedder(config.model, "bf16")
+    fast = select_embedder(config.model, "bf16")  # what INGEST_EMBED_PRECISION=bf16 runs here
     vectors: dict[str, np.ndarray] = {}
+    summaries: dict[str, object] = {}
+    backlogs: list[float] = []
 
     def encode_limit(model, key: str):
-        def measure() -> float:
+        def measure(_round: int) -> tuple[float, int]:
             started = time.perf_counter()
             vectors[key] = model.embed(texts, counts, batch_size=config.embed_batch_size)
-            return time.perf_counter() - started
+            return time.perf_counter() - started, len(texts)
         return measure
 
-    def encode_plain() -> float:
+    def encode_plain(_round: int) -> tuple[float, int]:
         started = time.perf_counter()
         embedder.model.encode(texts, batch_size=config.embed_batch_size, normalize_embeddings=True)
-        return time.perf_counter() - started
+        return time.perf_counter() - started, len(texts)
 
-    for name, measure in (("limit (sorted by tokens)", encode_limit(embedder, "fp32")),
-                          ("plain model.encode", encode_plain),
-                          ("limit, bf16 autocast", encode_limit(fast, "bf16"))):
-        runs = [measure() for _ in range(args.repeat)]
-        rows[name] = {"seconds": statistics.median(runs), "chunks": len(texts),
-                      "spread": (max(runs) - min(runs)) / statistics.median(runs), "rss": peak_rss_mb()}
-    cosines = (vectors["fp32"] * vectors["bf16"]).sum(axis=1)
+    def pipeline(precision: str):
+        def measure(round_: int) -> tuple[float, int]:
+            os.environ["INGEST_EMBED_PRECISION"] = precision
+            try:
+                if round_ == 0:  # the first run in a process pays Prefect's and the model's start-up
+                    ingest_documents(IngestParams(sources=[str(next(corpus.rglob("*.txt")))],
+                                                  collection=f"warmup-{precision}"))
+                started = time.perf_counter()
+                summary = ingest_documents(IngestParams(sources=[str(corpus)],
+                                                        collection=f"pipeline-{precision}-{round_}"))
+                seconds = time.perf_counter() - started
+            finally:
+                os.environ.pop("INGEST_EMBED_PRECISION")
+            summaries[precision] = summary
+            if precision == "fp32":
+                backlogs.append(wait_for_backlog(summary.run_id))
+            return seconds, summary.totals.chunks
+        return measure
 
-    def pipeline(precision: str) -> tuple[float, object]:
-        os.environ["INGEST_EMBED_PRECISION"] = precision
-        ingest_documents(IngestParams(sources=[str(next(corpus.rglob("*.txt")))],
-                                      collection=f"warmup-{precision}"))
-        started = time.perf_counter()
-        summary = ingest_documents(IngestParams(sources=[str(corpus)], collection=f"pipeline-{precision}"))
-        return time.perf_counter() - started, summary
+    def seed(_round: int) -> tuple[float, int]:
+        return seed_baseline(corpus, config)
 
-    pipeline_s, summary = pipeline("fp32")
-    backlog_s = wait_for_backlog(summary.run_id)
-    rows["pipeline (flow, end to end)"] = {"seconds": pipeline_s, "chunks": summary.totals.chunks,
-                                           "spread": 0.0, "rss": peak_rss_mb()}
-    fast_s, fast_summary = pipeline("bf16")
-    used = effective_precision(config.model, "bf16")
-    rows[f"pipeline, INGEST_EMBED_PRECISION=bf16 ({used} used)"] = {
-        "seconds": fast_s, "chunks": fast_summary.totals.chunks, "spread": 0.0, "rss": peak_rss_mb()}
-    os.environ.pop("INGEST_EMBED_PRECISION")
-    seed_s, seed_chunks = seed_baseline(corpus, config)
-    rows["seed-style baseline"] = {"seconds": seed_s, "chunks": seed_chunks, "spread": 0.0,
-                                   "rss": peak_rss_mb()}
+    steps = {
+        "limit (sorted by tokens)": encode_limit(embedder, "fp32"),
+        "plain model.encode": encode_plain,
+        "limit, bf16 torch autocast": encode_limit(autocast, "bf16"),
+        f"limit, bf16 as selected ({fast.label})": encode_limit(fast, "fast"),
+        "pipeline (flow, end to end)": pipeline("fp32"),
+        f"pipeline, INGEST_EMBED_PRECISION=bf16 ({fast.label})": pipeline("bf16"),
+        "seed-style baseline": seed,
+    }
+    if fast is autocast:
+        steps.pop(f"limit, bf16 as selected ({fast.label})")
+    runs: dict[str, list[tuple[float, int]]] = {name: [] for name in steps}
+    rss: dict[str, float] = {}
+    for round_ in range(args.repeat):
+        for name, step in steps.items():
+            runs[name].append(step(round_))
+            rss[name] = peak_rss_mb()
+            print(f"round {round_ + 1}/{args.repeat}: {name}: {runs[name][-1][0]:.1f} s", flush=True)
     # P4: the same flow on a tenth of the corpus and on all of it, each in a fresh process.
-    rss = None
+    children = None
     if not args.folder and args.files >= 20:
-        small, large = pipeline_child(args.files // 10, "fp32"), pipeline_child(args.files, "fp32")
-        rss = (small, large)
+        children = (pipeline_child(args.files // 10, "fp32"), pipeline_child(args.files, "fp32"))
 
-    limit_cps = len(texts) / rows["limit (sorted by tokens)"]["seconds"]
-    print(f"{files} files, {len(texts)} chunks, {tokens} tokens ({tokens / len(texts):.0f} per chunk)")
-    print(f"{'step':<48}{'wall s':>9}{'chunks/s':>10}{'tokens/s':>10}{'vs limit':>10}{'peak RSS MB':>13}")
-    for name, r in rows.items():
-        cps = r["chunks"] / r["seconds"]
-        print(f"{name:<48}{r['seconds']:>9.1f}{cps:>10.1f}{cps * tokens / len(texts):>10.0f}"
-              f"{cps / limit_cps:>10.2f}{r['rss']:>13.0f}")
-    print(f"Prefect backlog after the flow returned: {backlog_s:.1f} s; encode spread over "
-          f"{args.repeat} run(s): ±{rows['limit (sorted by tokens)']['spread'] / 2:.0%}")
-    print(f"bf16 vs fp32 vectors of the same chunks: cosine mean {cosines.mean():.6f}, min {cosines.min():.6f}")
-    if rss:
-        print(f"peak RSS, flow alone in a fresh process: {rss[0]['files']} files {rss[0]['peak_rss_mb']:.0f} MB, "
-              f"{rss[1]['files']} files {rss[1]['peak_rss_mb']:.0f} MB")
-    pipeline_cps = summary.totals.chunks / pipeline_s
+    def rate(name: str, round_: int) -> float:
+        seconds, chunks = runs[name][round_]
+        return chunks / seconds
+
+    def paired(numerator: str, denominator: str) -> tuple[float, float]:
+        """Per-round ratio of two steps' chunks/s (run side by side), as median and spread."""
+        return median_spread([rate(numerator, r) / rate(denominator, r) for r in range(args.repeat)])
+
+    limit, fast_limit = "limit (sorted by tokens)", (f"limit, bf16 as selected ({fast.label})"
+                                                     if fast is not autocast else "limit, bf16 torch autocast")
+    flow_fp32, flow_fast = "pipeline (flow, end to end)", f"pipeline, INGEST_EMBED_PRECISION=bf16 ({fast.label})"
+    print(f"{files} files, {len(texts)} chunks, {tokens} tokens ({tokens / len(texts):.0f} per chunk); "
+          f"medians of {args.repeat} interleaved round(s)")
+    print(f"{'step':<52}{'wall s':>8}{'spread':>8}{'chunks/s':>10}{'tokens/s':>10}{'vs limit':>10}"
+          f"{'peak RSS MB':>13}")
+    for name in steps:
+        seconds, spread = median_spread([r[0] for r in runs[name]])
+        cps = runs[name][0][1] / seconds
+        print(f"{name:<52}{seconds:>8.1f}{spread:>8.0%}{cps:>10.1f}{cps * tokens / len(texts):>10.0f}"
+              f"{paired(name, limit)[0]:>10.2f}{rss[name]:>13.0f}")
+    cosines = (vectors["fp32"] * vectors["fast" if fast is not autocast else "bf16"]).sum(axis=1)
+    backlog_s = statistics.median(backlogs)
+    print(f"Prefect backlog after the flow returned: {backlog_s:.2f} s (median; max {max(backlogs):.2f} s)")
+    print(f"{fast.label} vs fp32 vectors of the same chunks: cosine mean {cosines.mean():.6f}, "
+          f"min {cosines.min():.6f}")
+    if children:
+        print(f"peak RSS, flow alone in a fresh process: {children[0]['files']} files "
+              f"{children[0]['peak_rss_mb']:.0f} MB, {children[1]['files']} files {children[1]['peak_rss_mb']:.0f} MB")
+    ratios = {"pipeline_vs_raw": paired(flow_fp32, limit), "vs_seed": paired(flow_fp32, "seed-style baseline"),
+              "fast_vs_fp32_pipeline": paired(flow_fast, flow_fp32), "fast_vs_fp32_limit": paired(fast_limit, limit),
+              "plain_vs_limit": paired("plain model.encode", limit)}
+    print("paired ratios (median, spread over rounds): " + ", ".join(
+        f"{key} {value:.3f} ±{spread / 2:.1%}" for key, (value, spread) in ratios.items()))
     print(json.dumps({
-        "files": files, "chunks": len(texts), "tokens": tokens,
-        "limit_chunks_per_s": round(limit_cps, 2),
-        "plain_vs_limit": round((len(texts) / rows["plain model.encode"]["seconds"]) / limit_cps, 3),
-        "pipeline_vs_raw": round(pipeline_cps / limit_cps, 3),
-        "vs_seed": round(pipeline_cps / (seed_chunks / seed_s), 3),
+        "files": files, "chunks": len(texts), "tokens": tokens, "rounds": args.repeat,
+        "limit_chunks_per_s": round(len(texts) / statistics.median(r[0] for r in runs[limit]), 2),
+        **{key: round(value, 3) for key, (value, _) in ratios.items()},
         "backlog_s": round(backlog_s, 2),
-        "fast_precision": used,
-        "fast_vs_fp32_limit": round(rows["limit (sorted by tokens)"]["seconds"]
-                                    / rows["limit, bf16 autocast"]["seconds"], 3),
-        "fast_vs_fp32_pipeline": round((fast_summary.totals.chunks / fast_s) / pipeline_cps, 3),
+        "fast_precision": fast.label,
         "bf16_cosine_mean": round(float(cosines.mean()), 6),
         "bf16_cosine_min": round(float(cosines.min()), 6),
-        "rss_ratio_10x": round(rss[1]["peak_rss_mb"] / rss[0]["peak_rss_mb"], 3) if rss else None,
+        "rss_ratio_10x": (round(children[1]["peak_rss_mb"] / children[0]["peak_rss_mb"], 3)
+                          if children else None),
     }))
 
 

@@ -22,6 +22,7 @@ def config_fingerprint(*, model: str, chunk_tokens: int, chunk_overlap: int,
     """Short hash of everything besides the file's bytes that decides its points."""
     spec = {"model": model, "chunk_tokens": chunk_tokens, "chunk_overlap": chunk_overlap,
             "pipeline": PIPELINE_VERSION}
+    # ``precision`` names the numbers and the runtime that made them: fp32, bf16, bf16-openvino.
     if precision != "fp32":  # fp32 fingerprints stay what they were before precisions existed
         spec["precision"] = precision
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]

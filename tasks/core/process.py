@@ -16,11 +16,11 @@ from functools import lru_cache
 from pathlib import PurePosixPath
 
 from tasks.core.chunking import Chunker
-from tasks.core.embedding import Embedder, effective_precision, get_embedder
+from tasks.core.embedding import Embedder, select_embedder
 from tasks.core.errors import FileRejected, StoreError, TransientError
 from tasks.core.ids import config_fingerprint, point_id
 from tasks.core.isolation import isolation_available, parse_pool
-from tasks.core.models import Document, FileOutcome, Reason, SourceFile, Status
+from tasks.core.models import Chunk, Document, FileOutcome, Reason, SourceFile, Status
 from tasks.core.readers import (
     HEAD_BYTES,
     TEXT_SUFFIXES,
@@ -54,6 +54,18 @@ class PreparedFile:
     new_signature: str | None = None
 
 
+@dataclass(frozen=True)
+class _Extracted:
+    """A file read, parsed and chunked, waiting for its group's embedding call."""
+
+    file: SourceFile
+    known: FileHead | None
+    sha: str
+    document: Document
+    chunks: list[Chunk]
+    seconds: float  # spent on this file so far
+
+
 @dataclass
 class FileProcessor:
     """Runs the chain for single files with shared, already-loaded resources."""
@@ -74,7 +86,7 @@ class FileProcessor:
         # precisions are never mixed silently in one collection.
         return config_fingerprint(model=self.config.model, chunk_tokens=self.config.chunk_tokens,
                                   chunk_overlap=self.config.chunk_overlap,
-                                  precision=self.embedder.precision)
+                                  precision=self.embedder.label)
 
     def known_files(self, files: list[SourceFile]) -> dict[str, FileHead]:
         """What the collection already holds for these files (one store request)."""
@@ -88,12 +100,46 @@ class FileProcessor:
         return self.commit(self.prepare(file, known))
 
     def prepare(self, file: SourceFile, known: FileHead | None = None) -> PreparedFile:
-        """Everything but the store write: read, parse, chunk, embed. Raises only
-        ``TransientError``. Runs anywhere the model is (a Dask worker, say); ``commit`` runs
-        where the store is."""
-        started = time.perf_counter()
+        """Everything but the store write for one file; raises only ``TransientError``."""
+        prepared, failures = self.prepare_group([file], {file.uri: known} if known else {})
+        if failures:
+            raise failures[0][1]
+        return prepared[file.uri]
+
+    def prepare_group(self, files: list[SourceFile], known: dict[str, FileHead]
+                      ) -> tuple[dict[str, PreparedFile], list[tuple[str, TransientError]]]:
+        """Read, parse, chunk and embed ``files``, all their chunks embedded together.
+
+        One embedding call for the group lets the batches be planned over every file's chunks:
+        a file's own few chunks of uneven length would waste ~20% of the model's work on
+        padding. Returns each file's ``PreparedFile`` (permanent problems are outcomes) and the
+        files that hit a transient fault, for the caller to retry. Runs anywhere the model is
+        (a Dask worker, say); ``commit`` runs where the store is.
+        """
+        prepared: dict[str, PreparedFile] = {}
+        failures: list[tuple[str, TransientError]] = []
+        extracted: list[_Extracted] = []
+        for file in files:
+            started = time.perf_counter()
+            try:
+                step = self._guarded(file, started, lambda: self._extract(file, known.get(file.uri), started))
+            except TransientError as exc:
+                failures.append((file.uri, exc))
+                continue
+            if isinstance(step, PreparedFile):
+                prepared[file.uri] = step
+            else:
+                extracted.append(step)
+        for item, vectors, seconds in self._embed_together(extracted):
+            prepared[item.file.uri] = self._guarded(
+                item.file, time.perf_counter() - item.seconds - seconds,
+                lambda: self._finish(item, vectors, seconds))
+        return {f.uri: prepared[f.uri] for f in files if f.uri in prepared}, failures
+
+    def _guarded(self, file: SourceFile, started: float, step: Callable):
+        """Run one file's ``step``: a permanent problem becomes the file's outcome."""
         try:
-            return self._prepare(file, known, started)
+            return step()
         except FileRejected as exc:
             return PreparedFile(FileOutcome.rejected(file.uri, exc.reason, exc.detail, pages=exc.pages,
                                                      seconds=time.perf_counter() - started))
@@ -103,6 +149,31 @@ class FileProcessor:
             log.exception("unexpected error on %s", file.uri)
             return PreparedFile(FileOutcome.rejected(file.uri, Reason.ERROR, f"{type(exc).__name__}: {exc}",
                                                      seconds=time.perf_counter() - started))
+
+    def _embed_together(self, items: list[_Extracted]):
+        """Yield (item, its vectors or the error that stopped them, its share of the embedding
+        seconds) for every item. If the joint call fails, each file is embedded alone, so the
+        one file that breaks the model gets the error and the others still get vectors."""
+        if not items:
+            return
+        counts = [c.token_count for item in items for c in item.chunks]
+        started = time.perf_counter()
+        try:
+            vectors = self.embedder.embed([c.text for item in items for c in item.chunks], counts,
+                                          batch_size=self.config.embed_batch_size)
+        except Exception as exc:
+            if len(items) == 1:
+                yield items[0], exc, time.perf_counter() - started
+                return
+            log.warning("embedding %d files together failed; embedding them one by one", len(items))
+            for item in items:
+                yield from self._embed_together([item])
+            return
+        seconds = time.perf_counter() - started
+        total, offset = max(1, len(counts)), 0
+        for item in items:
+            yield item, vectors[offset:offset + len(item.chunks)], seconds * len(item.chunks) / total
+            offset += len(item.chunks)
 
     def commit(self, prepared: PreparedFile) -> FileOutcome:
         """Write what ``prepare`` produced; raises only ``TransientError``."""
@@ -149,7 +220,8 @@ class FileProcessor:
                            chunks=head.chunk_count, pages=head.page_count,
                            seconds=round(time.perf_counter() - started, 3))
 
-    def _prepare(self, file: SourceFile, known: FileHead | None, started: float) -> PreparedFile:
+    def _extract(self, file: SourceFile, known: FileHead | None, started: float) -> _Extracted | PreparedFile:
+        """Read, parse and chunk; a ``PreparedFile`` when there is nothing to embed."""
         # A head from a finished write with today's settings is what "already indexed" means.
         current = (known if known is not None and known.complete and not self.config.overwrite
                    and known.config_fingerprint == self.fingerprint else None)
@@ -166,15 +238,23 @@ class FileProcessor:
         if not chunks:
             raise FileRejected(Reason.NO_TEXT, "no words to index after extraction",
                                pages=document.page_count)
-        vectors = self.embedder.embed([c.text for c in chunks], [c.token_count for c in chunks],
-                                      batch_size=self.config.embed_batch_size)
+        return _Extracted(file=file, known=known, sha=sha, document=document, chunks=chunks,
+                          seconds=time.perf_counter() - started)
+
+    def _finish(self, item: _Extracted, vectors, embed_seconds: float) -> PreparedFile:
+        """The file's points and outcome, once its vectors are back."""
+        if isinstance(vectors, Exception):
+            raise vectors
+        document = item.document
         detail = ""
         if document.unreadable_pages:
             detail = f"text extraction failed on page(s) {list(document.unreadable_pages)}"
-        outcome = FileOutcome(source=file.uri, status=Status.INDEXED if known is None else Status.UPDATED,
-                              detail=detail, pages=document.page_count, chunks=len(chunks),
-                              seconds=round(time.perf_counter() - started, 3))
-        return PreparedFile(outcome, points=self._points(file, document, sha, chunks, vectors))
+        seconds = item.seconds + embed_seconds  # its share of the group's embedding call
+        outcome = FileOutcome(source=item.file.uri,
+                              status=Status.INDEXED if item.known is None else Status.UPDATED,
+                              detail=detail, pages=document.page_count, chunks=len(item.chunks),
+                              seconds=round(seconds, 3))
+        return PreparedFile(outcome, points=self._points(item.file, document, item.sha, item.chunks, vectors))
 
     def _points(self, file: SourceFile, document: Document, sha: str, chunks,
                 vectors) -> list[StoredPoint]:
@@ -183,6 +263,7 @@ class FileProcessor:
                   "config_fingerprint": self.fingerprint, "chunk_count": len(chunks),
                   "page_count": document.page_count, "source_signature": file.signature,
                   "model": self.config.model, "embed_precision": self.embedder.precision,
+                  "embed_backend": self.embedder.backend,
                   "ingested_at": ingested_at}
         return [StoredPoint(id=point_id(file.uri, chunk.chunk_index), vector=vector.tolist(),
                             payload={"text": chunk.text, "chunk_index": chunk.chunk_index,
@@ -195,7 +276,7 @@ class FileProcessor:
 @lru_cache(maxsize=8)
 def processor_for(config: PipelineConfig) -> FileProcessor:
     """The process-wide processor for a config: model and client are loaded once, lazily."""
-    embedder = get_embedder(config.model, effective_precision(config.model, config.embed_precision))
+    embedder = select_embedder(config.model, config.embed_precision)
     chunker = Chunker(embedder.tokenizer, chunk_tokens=config.chunk_tokens,
                       overlap=config.chunk_overlap, max_tokens=embedder.max_tokens)
     return FileProcessor(config=config, embedder=embedder, chunker=chunker)
@@ -217,46 +298,55 @@ def process_files(processor: FileProcessor, files: Iterable[SourceFile], *,
                   done: MutableMapping[str, FileOutcome], give_up: bool) -> list[FileOutcome]:
     """Process every file of a group not yet in ``done`` (which is updated as files finish).
 
+    The group's chunks are embedded together (``prepare_group``), then each file is written.
     Files that hit a transient fault are collected; after the rest of the group is done they
     are raised together as ``RetryableFilesError`` so a retry redoes only them — unless
     ``give_up`` (the last attempt), when they become ``failed`` outcomes with their reason.
     """
     files = list(files)
+    uris = [f.uri for f in files]
     pending = [file for file in files if file.uri not in done]
+    if not pending:
+        return _settle(uris, done, [], give_up)
     try:
-        known = processor.known_files(pending) if pending else {}
+        known = processor.known_files(pending)
     except TransientError as exc:
-        return _settle([f.uri for f in files], done, [(f.uri, exc) for f in pending], give_up)
-    return _each(files, lambda f: f.uri, lambda f: processor.process(f, known.get(f.uri)),
-                 done=done, give_up=give_up)
+        return _settle(uris, done, [(f.uri, exc) for f in pending], give_up)
+    prepared, failures = processor.prepare_group(pending, known)
+    failures += _commit_each(list(prepared.values()), processor.commit, done=done)
+    return _settle(uris, done, sorted(failures, key=lambda f: uris.index(f[0])), give_up)
 
 
 def prepare_files(processor: FileProcessor, files: Iterable[SourceFile], known: dict[str, FileHead], *,
                   done: MutableMapping[str, PreparedFile], give_up: bool) -> list[PreparedFile]:
     """``process_files`` without the store (for Dask workers): ``known`` heads come from the
     caller, and the results go back to where the store is, for ``commit_files``."""
-    return _each(list(files), lambda f: f.uri, lambda f: processor.prepare(f, known.get(f.uri)),
-                 done=done, give_up=give_up, wrap=PreparedFile)
+    files = list(files)
+    pending = [file for file in files if file.uri not in done]
+    prepared, failures = processor.prepare_group(pending, known) if pending else ({}, [])
+    done.update(prepared)
+    return _settle([f.uri for f in files], done, failures, give_up, PreparedFile)
 
 
 def commit_files(processor: FileProcessor, prepared: Iterable[PreparedFile], *,
                  done: MutableMapping[str, FileOutcome], give_up: bool) -> list[FileOutcome]:
     """Write prepared files where the store is; transient store faults as in ``process_files``."""
-    return _each(list(prepared), lambda item: item.outcome.source, processor.commit,
-                 done=done, give_up=give_up)
+    prepared = list(prepared)
+    failures = _commit_each([item for item in prepared if item.outcome.source not in done],
+                     processor.commit, done=done)
+    return _settle([item.outcome.source for item in prepared], done, failures, give_up)
 
 
-def _each(items: list, key: Callable, step: Callable, *, done: MutableMapping, give_up: bool,
-          wrap: Callable = lambda outcome: outcome) -> list:
-    """Run ``step`` on every item whose key is not in ``done``; then ``_settle``."""
+def _commit_each(prepared: list[PreparedFile], commit: Callable, *,
+          done: MutableMapping) -> list[tuple[str, TransientError]]:
+    """Commit every prepared file into ``done``; return the ones that failed transiently."""
     failures = []
-    for item in items:
-        if key(item) not in done:
-            try:
-                done[key(item)] = step(item)
-            except TransientError as exc:
-                failures.append((key(item), exc))
-    return _settle([key(item) for item in items], done, failures, give_up, wrap)
+    for item in prepared:
+        try:
+            done[item.outcome.source] = commit(item)
+        except TransientError as exc:
+            failures.append((item.outcome.source, exc))
+    return failures
 
 
 def _settle(uris: list[str], done: MutableMapping, failures: list[tuple[str, TransientError]],

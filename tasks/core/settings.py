@@ -52,7 +52,7 @@ class IngestSettings(BaseSettings):
     collection: str = Field("documents", pattern=r"^[A-Za-z0-9_\-]{1,128}$")
     chunk_tokens: int = Field(192, ge=16, le=8192)
     chunk_overlap: int = Field(32, ge=0)
-    embed_batch_size: int = Field(32, ge=1, le=1024)
+    embed_batch_size: int = Field(16, ge=1, le=1024, description="Most texts per forward pass")
     embed_precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: run the model under bfloat16 autocast when this CPU does it "
                             "faster (checked at start-up; otherwise fp32)")
@@ -63,7 +63,7 @@ class IngestSettings(BaseSettings):
     parse_memory_mb: int = Field(1024, ge=128, description="Address space of a PDF parse worker")
     parse_workers: int = Field(2, ge=1, le=64, description="Processes parsing PDFs")
     workers: int = Field(3, ge=1, le=64, description="Threads running file groups")
-    files_per_task: int = Field(8, ge=1, le=1000, description="Files per Prefect task run")
+    files_per_task: int = Field(24, ge=1, le=1000, description="Files per Prefect task run (embedded together)")
     retries: int = Field(3, ge=0, le=20)
     retry_backoff_s: float = Field(2.0, ge=0)
     dask_address: str | None = Field(

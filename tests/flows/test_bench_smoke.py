@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.flow, pytest.mark.once]
 
 
 @pytest.mark.parametrize("args,keys", [
-    (["bench.throughput", "--files", "4"], {"pipeline_vs_raw", "vs_seed", "backlog_s", "plain_vs_limit",
+    (["bench.throughput", "--files", "4", "--repeat", "1"], {"pipeline_vs_raw", "vs_seed", "backlog_s", "plain_vs_limit",
                                                     "fast_vs_fp32_pipeline", "rss_ratio_10x"}),
     (["bench.store", "--points", "300"], {"edge_open_s", "local_open_s", "edge_search_median_ms"}),
 ])

@@ -86,15 +86,19 @@ def _sample_chunks(embedder):
     return chunks, names
 
 
-def test_bf16_vectors_match_fp32_and_retrieval_is_unchanged(embedder):
-    fast = embedding.get_embedder(DEFAULT_MODEL, "bf16")
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_bf16_vectors_match_fp32_and_retrieval_is_unchanged(embedder, backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    fast = embedding.get_embedder(DEFAULT_MODEL, "bf16", backend)
     assert fast.loaded is embedder.loaded  # one model in memory, two precisions
+    assert fast.label == {"torch": "bf16", "openvino": "bf16-openvino"}[backend]
     chunks, names = _sample_chunks(embedder)
     texts, counts = [c.text for c in chunks], [c.token_count for c in chunks]
     exact = embedder.embed(texts, counts, batch_size=16)
     approx = fast.embed(texts, counts, batch_size=16)
     cosines = (exact * approx).sum(axis=1)
-    assert cosines.min() > 0.999, (cosines.mean(), cosines.min())
+    assert cosines.min() > 0.9999, (cosines.mean(), cosines.min())
     assert np.allclose(np.linalg.norm(approx, axis=1), 1.0, atol=1e-5)
     for query, answer in QUERIES.items():
         for model in (embedder, fast):
@@ -102,16 +106,40 @@ def test_bf16_vectors_match_fp32_and_retrieval_is_unchanged(embedder):
             assert names[int(np.argmax(exact @ q if model is embedder else approx @ q))] == answer
 
 
-def test_bf16_falls_back_to_fp32_where_it_is_not_faster(monkeypatch, embedder):
+def test_bf16_selects_the_fastest_runtime_or_falls_back_to_fp32(monkeypatch, embedder):
     from tasks.core.ids import config_fingerprint
 
-    monkeypatch.setattr(embedding, "BF16_MIN_SPEEDUP", 1000.0)
-    embedding.effective_precision.cache_clear()
+    embedding.select_embedder.cache_clear()
     try:
-        assert embedding.effective_precision(DEFAULT_MODEL, "bf16") == "fp32"
-        assert embedding.effective_precision(DEFAULT_MODEL, "fp32") == "fp32"
+        assert embedding.select_embedder(DEFAULT_MODEL, "fp32") is embedder
+        chosen = embedding.select_embedder(DEFAULT_MODEL, "bf16")
+        assert chosen.label in {"fp32", "bf16", "bf16-openvino"}
+        monkeypatch.setattr(embedding, "BF16_MIN_SPEEDUP", 1000.0)
+        embedding.select_embedder.cache_clear()
+        assert embedding.select_embedder(DEFAULT_MODEL, "bf16") is embedder
     finally:
-        embedding.effective_precision.cache_clear()
+        embedding.select_embedder.cache_clear()
     base = {"model": DEFAULT_MODEL, "chunk_tokens": 192, "chunk_overlap": 32}
-    assert config_fingerprint(**base) == config_fingerprint(**base, precision="fp32")
-    assert config_fingerprint(**base) != config_fingerprint(**base, precision="bf16")
+    prints = {config_fingerprint(**base, precision=label) for label in ("fp32", "bf16", "bf16-openvino")}
+    assert len(prints) == 3 and config_fingerprint(**base) == config_fingerprint(**base, precision="fp32")
+
+
+def test_openvino_declines_models_it_cannot_run():
+    from tasks.core.openvino_runtime import unsupported_reason
+
+    class NotATransformer:
+        pass
+
+    reason = unsupported_reason([NotATransformer()])
+    assert reason is not None and ("NotATransformer" in reason or "not installed" in reason)
+
+
+def test_chunks_embedded_with_other_files_match_embedded_alone(embedder):
+    """Group embedding plans batches across files: the padding differs, the vectors must not."""
+    chunks, names = _sample_chunks(embedder)
+    together = embedder.embed([c.text for c in chunks], [c.token_count for c in chunks], batch_size=16)
+    for name in set(names):
+        mine = [i for i, n in enumerate(names) if n == name]
+        alone = embedder.embed([chunks[i].text for i in mine], [chunks[i].token_count for i in mine],
+                               batch_size=16)
+        assert (alone * together[mine]).sum(axis=1).min() > 0.9999, name

@@ -6,7 +6,7 @@ import pytest
 
 from tasks.core.errors import SourceUnavailableError, StoreUnavailableError
 from tasks.core.models import FileOutcome, Reason, SourceFile, Status
-from tasks.core.process import RetryableFilesError, process_files
+from tasks.core.process import PreparedFile, RetryableFilesError, process_files
 
 
 def source(name: str) -> SourceFile:
@@ -29,13 +29,23 @@ class ScriptedProcessor:
             raise StoreUnavailableError("lookup timed out")
         return {}
 
-    def process(self, file: SourceFile, known=None) -> FileOutcome:
-        self.calls.append(file.name)
-        if self.flaky.get(file.name, 0) > 0:
-            self.flaky[file.name] -= 1
-            error = StoreUnavailableError if file.name.startswith("store") else SourceUnavailableError
-            raise error(f"{file.name} blipped")
-        return FileOutcome(source=file.uri, status=Status.INDEXED, chunks=1)
+    def prepare_group(self, files, known):
+        prepared, failures = {}, []
+        for file in files:
+            self.calls.append(file.name)
+            if self.flaky.get(file.name, 0) > 0 and not file.name.startswith("store"):
+                self.flaky[file.name] -= 1
+                failures.append((file.uri, SourceUnavailableError(f"{file.name} blipped")))
+                continue
+            prepared[file.uri] = PreparedFile(FileOutcome(source=file.uri, status=Status.INDEXED, chunks=1))
+        return prepared, failures
+
+    def commit(self, prepared: PreparedFile) -> FileOutcome:
+        name = prepared.outcome.source.rsplit("/", 1)[-1]
+        if self.flaky.get(name, 0) > 0:
+            self.flaky[name] -= 1
+            raise StoreUnavailableError(f"{name} blipped")
+        return prepared.outcome
 
 
 def test_retry_redoes_only_the_failed_files():
