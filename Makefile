@@ -43,10 +43,10 @@ test-e2e: install-test
 clean:
 	rm -rf .ingest
 
-# Benchmarks (bench/): `make bench FILES=50 REPEAT=1` for a quick check.
+# Benchmarks (bench/): `make bench FILES=50 REPEAT=1 RSS_FILES=0` for a quick check.
 .PHONY: bench bench-rerun bench-store bench-dask
 bench: install-test
-	$(BIN)/python -m bench.throughput --files $(or $(FILES),300) --repeat $(or $(REPEAT),3)
+	$(BIN)/python -m bench.throughput --files $(or $(FILES),300) --repeat $(or $(REPEAT),3) --rss-files $(or $(RSS_FILES),1000)
 
 bench-rerun: install-test
 	$(BIN)/python -m bench.rerun --files $(or $(FILES),500)

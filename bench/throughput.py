@@ -19,7 +19,8 @@ pipeline (the real flow), and a seed-style sequential baseline, on the same corp
 Every step runs once per round, rounds interleaved, so slow drifts of the machine hit all steps
 alike; ratios are medians of the per-round ratios (> 1 means faster) with their spread. The last
 line is JSON. Peak RSS is the process's peak after each step; ``rss_ratio_10x`` compares the flow
-alone, in fresh processes, on N/10 and N files.
+alone, in fresh processes, on 100 and 1,000 generated files (``--rss-files``), which also gives
+Prefect's backlog after a 1,000-file run.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def seed_baseline(corpus: Path, config) -> tuple[float, int]:
 
 
 def pipeline_child(files: int, precision: str) -> dict:
-    """Run only the flow on the cached corpus of ``files`` in a fresh process; its peak RSS."""
+    """``run_pipeline_only`` in a fresh process; its JSON line."""
     import os
     import subprocess
     import sys
@@ -124,6 +125,11 @@ def pipeline_child(files: int, precision: str) -> dict:
 
 
 def run_pipeline_only(files: int) -> None:
+    """Only the flow, on the cached corpus of ``files``: seconds (with Prefect's and the model's
+    start-up), peak RSS and Prefect's backlog, as one JSON line.
+
+        python -m bench.throughput --pipeline-only --files 1000   (P3 and P4 at 1,000 files)
+    """
     from bench.corpus import cached_corpus, isolated_run_environment
 
     isolated_run_environment("bench-pipeline-")
@@ -133,8 +139,9 @@ def run_pipeline_only(files: int) -> None:
     corpus = cached_corpus(files)
     started = time.perf_counter()
     summary = ingest_documents(IngestParams(sources=[str(corpus)], collection="pipeline"))
-    print(json.dumps({"files": files, "seconds": round(time.perf_counter() - started, 2),
-                      "chunks": summary.totals.chunks, "peak_rss_mb": round(peak_rss_mb(), 1)}))
+    seconds, peak = time.perf_counter() - started, peak_rss_mb()
+    print(json.dumps({"files": files, "seconds": round(seconds, 2), "chunks": summary.totals.chunks,
+                      "peak_rss_mb": round(peak, 1), "backlog_s": round(wait_for_backlog(summary.run_id), 2)}))
 
 
 def median_spread(values: list[float]) -> tuple[float, float]:
@@ -149,7 +156,10 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, help="use this folder instead of the generated corpus")
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds of every step, interleaved; medians and spreads are reported")
-    parser.add_argument("--pipeline-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rss-files", type=int, default=1000,
+                        help="peak RSS of the flow alone on N/10 and N files (0: skip)")
+    parser.add_argument("--pipeline-only", action="store_true",
+                        help="only the flow, in this process (peak RSS and backlog at --files)")
     args = parser.parse_args()
     if args.pipeline_only:
         return run_pipeline_only(args.files)
@@ -228,10 +238,12 @@ def main() -> None:
             runs[name].append(step(round_))
             rss[name] = peak_rss_mb()
             print(f"round {round_ + 1}/{args.repeat}: {name}: {runs[name][-1][0]:.1f} s", flush=True)
-    # P4: the same flow on a tenth of the corpus and on all of it, each in a fresh process.
+    # P4 (and P3 at that size): the flow alone on RSS_FILES/10 and RSS_FILES generated files, each
+    # in a fresh process. 1,000 by default: 30 files (two groups) never reach the steady state of
+    # three threads with a group each, so a 30-vs-300 ratio measures the ramp, not the growth.
     children = None
-    if not args.folder and args.files >= 20:
-        children = (pipeline_child(args.files // 10, "fp32"), pipeline_child(args.files, "fp32"))
+    if args.rss_files >= 20:
+        children = (pipeline_child(args.rss_files // 10, "fp32"), pipeline_child(args.rss_files, "fp32"))
 
     def rate(name: str, round_: int) -> float:
         seconds, chunks = runs[name][round_]
@@ -259,8 +271,10 @@ def main() -> None:
     print(f"{fast.label} vs fp32 vectors of the same chunks: cosine mean {cosines.mean():.6f}, "
           f"min {cosines.min():.6f}")
     if children:
-        print(f"peak RSS, flow alone in a fresh process: {children[0]['files']} files "
-              f"{children[0]['peak_rss_mb']:.0f} MB, {children[1]['files']} files {children[1]['peak_rss_mb']:.0f} MB")
+        print(f"flow alone in a fresh process: {children[0]['files']} files peak RSS "
+              f"{children[0]['peak_rss_mb']:.0f} MB; {children[1]['files']} files peak RSS "
+              f"{children[1]['peak_rss_mb']:.0f} MB, {children[1]['seconds']:.0f} s, Prefect backlog "
+              f"{children[1]['backlog_s']:.2f} s")
     ratios = {"pipeline_vs_raw": paired(flow_fp32, limit), "vs_seed": paired(flow_fp32, "seed-style baseline"),
               "fast_vs_fp32_pipeline": paired(flow_fast, flow_fp32), "fast_vs_fp32_limit": paired(fast_limit, limit),
               "plain_vs_limit": paired("plain model.encode", limit)}
@@ -271,6 +285,7 @@ def main() -> None:
         "limit_chunks_per_s": round(len(texts) / statistics.median(r[0] for r in runs[limit]), 2),
         **{key: round(value, 3) for key, (value, _) in ratios.items()},
         "backlog_s": round(backlog_s, 2),
+        "backlog_s_at_rss_files": children[1]["backlog_s"] if children else None,
         "fast_precision": fast.label,
         "bf16_cosine_mean": round(float(cosines.mean()), 6),
         "bf16_cosine_min": round(float(cosines.min()), 6),

@@ -12,8 +12,9 @@ pytestmark = [pytest.mark.flow, pytest.mark.once]
 
 
 @pytest.mark.parametrize("args,keys", [
-    (["bench.throughput", "--files", "4", "--repeat", "1"], {"pipeline_vs_raw", "vs_seed", "backlog_s", "plain_vs_limit",
-                                                    "fast_vs_fp32_pipeline", "rss_ratio_10x"}),
+    (["bench.throughput", "--files", "4", "--repeat", "1", "--rss-files", "20"],
+     {"pipeline_vs_raw", "vs_seed", "backlog_s", "plain_vs_limit", "fast_vs_fp32_pipeline", "rss_ratio_10x",
+      "backlog_s_at_rss_files", "bf16_cosine_min"}),
     (["bench.store", "--points", "300"], {"edge_open_s", "local_open_s", "edge_search_median_ms"}),
 ])
 def test_harness_prints_its_table_and_a_json_last_line(cli_env, args, keys):
