@@ -49,12 +49,12 @@ def test_s3_outage_mid_run_is_ridden_out(env, tmp_path):
             s3.put_object(Bucket="outage-bucket", Key=f"docs/{path.name}", Body=path.read_bytes())
         run_env = {**env, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                   # Backoff 1, 2, 4, 8, 16 s: the retries outlast a 10 s outage.
+                   # Backoff 1, 2, 4, 8, 16 s: the retries outlast a 6 s outage.
                    "INGEST_RETRIES": "5", "INGEST_RETRY_BACKOFF_S": "1"}
         run = start_and_wait_for_indexed([str(SCRIPT), "run", "s3://outage-bucket/docs/", "--json",
                                           "--verbose"], run_env, count=3)
         server.stop()
-        time.sleep(10)
+        time.sleep(6)
         assert run.poll() is None  # the outage fell in the middle of the run
         server.start()
         out, err = run.communicate(timeout=300)
