@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tasks.core.embedding import plan_batches
+from tasks.core.batching import plan_batches
 
 
 def plan_cost(counts: list[int], batches: list[list[int]], overhead: float) -> float:
