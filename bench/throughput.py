@@ -183,7 +183,6 @@ def main() -> None:
     autocast = get_embedder(config.model, "bf16")
     fast = select_embedder(config.model, "bf16")  # what INGEST_EMBED_PRECISION=bf16 runs here
     vectors: dict[str, np.ndarray] = {}
-    summaries: dict[str, object] = {}
     backlogs: list[float] = []
 
     def encode_limit(model, key: str):
@@ -211,7 +210,6 @@ def main() -> None:
                 seconds = time.perf_counter() - started
             finally:
                 os.environ.pop("INGEST_EMBED_PRECISION")
-            summaries[precision] = summary
             if precision == "fp32":
                 backlogs.append(wait_for_backlog(summary.run_id))
             return seconds, summary.totals.chunks
@@ -220,17 +218,20 @@ def main() -> None:
     def seed(_round: int) -> tuple[float, int]:
         return seed_baseline(corpus, config)
 
+    limit, autocast_limit = "limit (sorted by tokens)", "limit, bf16 torch autocast"
+    # The selected bf16 runtime gets its own limit row unless it is autocast itself.
+    fast_limit = autocast_limit if fast is autocast else f"limit, bf16 as selected ({fast.label})"
+    fast_key = "bf16" if fast is autocast else "fast"
+    flow_fp32, flow_fast = "pipeline (flow, end to end)", f"pipeline, INGEST_EMBED_PRECISION=bf16 ({fast.label})"
     steps = {
-        "limit (sorted by tokens)": encode_limit(embedder, "fp32"),
+        limit: encode_limit(embedder, "fp32"),
         "plain model.encode": encode_plain,
-        "limit, bf16 torch autocast": encode_limit(autocast, "bf16"),
-        f"limit, bf16 as selected ({fast.label})": encode_limit(fast, "fast"),
-        "pipeline (flow, end to end)": pipeline("fp32"),
-        f"pipeline, INGEST_EMBED_PRECISION=bf16 ({fast.label})": pipeline("bf16"),
+        autocast_limit: encode_limit(autocast, "bf16"),
+        fast_limit: encode_limit(fast, fast_key),
+        flow_fp32: pipeline("fp32"),
+        flow_fast: pipeline("bf16"),
         "seed-style baseline": seed,
     }
-    if fast is autocast:
-        steps.pop(f"limit, bf16 as selected ({fast.label})")
     runs: dict[str, list[tuple[float, int]]] = {name: [] for name in steps}
     rss: dict[str, float] = {}
     for round_ in range(args.repeat):
@@ -253,9 +254,6 @@ def main() -> None:
         """Per-round ratio of two steps' chunks/s (run side by side), as median and spread."""
         return median_spread([rate(numerator, r) / rate(denominator, r) for r in range(args.repeat)])
 
-    limit, fast_limit = "limit (sorted by tokens)", (f"limit, bf16 as selected ({fast.label})"
-                                                     if fast is not autocast else "limit, bf16 torch autocast")
-    flow_fp32, flow_fast = "pipeline (flow, end to end)", f"pipeline, INGEST_EMBED_PRECISION=bf16 ({fast.label})"
     print(f"{files} files, {len(texts)} chunks, {tokens} tokens ({tokens / len(texts):.0f} per chunk); "
           f"medians of {args.repeat} interleaved round(s)")
     print(f"{'step':<52}{'wall s':>8}{'spread':>8}{'chunks/s':>10}{'tokens/s':>10}{'vs limit':>10}"
@@ -265,7 +263,7 @@ def main() -> None:
         cps = runs[name][0][1] / seconds
         print(f"{name:<52}{seconds:>8.1f}{spread:>8.0%}{cps:>10.1f}{cps * tokens / len(texts):>10.0f}"
               f"{paired(name, limit)[0]:>10.2f}{rss[name]:>13.0f}")
-    cosines = (vectors["fp32"] * vectors["fast" if fast is not autocast else "bf16"]).sum(axis=1)
+    cosines = (vectors["fp32"] * vectors[fast_key]).sum(axis=1)
     backlog_s = statistics.median(backlogs)
     print(f"Prefect backlog after the flow returned: {backlog_s:.2f} s (median; max {max(backlogs):.2f} s)")
     print(f"{fast.label} vs fp32 vectors of the same chunks: cosine mean {cosines.mean():.6f}, "

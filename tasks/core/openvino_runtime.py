@@ -67,7 +67,7 @@ class OpenVinoTransformer:
                             if isinstance(value, torch.Tensor) and name in accepted]
         if not set(self.input_names) <= TOKEN_INPUTS or "input_ids" not in self.input_names:
             raise ModelError(f"cannot run the model in OpenVINO: inputs {self.input_names}")
-        wrapper = _LastHiddenState(self.transformer.model).eval()
+        wrapper = _last_hidden_state_module(self.transformer.model).eval()
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracer warnings about shape-dependent branches
@@ -94,7 +94,7 @@ class OpenVinoTransformer:
         return features["sentence_embedding"].float().numpy()
 
 
-def _LastHiddenState(model):
+def _last_hidden_state_module(model):
     """A torch module mapping token tensors to the transformer's last hidden state."""
     import torch
 

@@ -333,12 +333,12 @@ def commit_files(processor: FileProcessor, prepared: Iterable[PreparedFile], *,
     """Write prepared files where the store is; transient store faults as in ``process_files``."""
     prepared = list(prepared)
     failures = _commit_each([item for item in prepared if item.outcome.source not in done],
-                     processor.commit, done=done)
+                            processor.commit, done=done)
     return _settle([item.outcome.source for item in prepared], done, failures, give_up)
 
 
 def _commit_each(prepared: list[PreparedFile], commit: Callable, *,
-          done: MutableMapping) -> list[tuple[str, TransientError]]:
+                 done: MutableMapping) -> list[tuple[str, TransientError]]:
     """Commit every prepared file into ``done``; return the ones that failed transiently."""
     failures = []
     for item in prepared:

@@ -54,8 +54,9 @@ class IngestSettings(BaseSettings):
     chunk_overlap: int = Field(32, ge=0)
     embed_batch_size: int = Field(16, ge=1, le=1024, description="Most texts per forward pass")
     embed_precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="bf16: run the model under bfloat16 autocast when this CPU does it "
-                            "faster (checked at start-up; otherwise fp32)")
+        "fp32", description="bf16: bfloat16 on OpenVINO (extra [fast]) or torch autocast, "
+                            "whichever this CPU runs fastest, if faster than fp32 (checked at "
+                            "start-up; otherwise fp32)")
     upsert_batch: int = Field(256, ge=1, le=10_000)
     max_file_mb: float = Field(100.0, gt=0)
     max_pages: int = Field(2000, ge=1)
