@@ -27,16 +27,15 @@ def main() -> None:
     from distributed import LocalCluster
 
     from flows.ingest_flow import ingest_documents
-    from tasks.core.settings import IngestParams
 
     corpus = cached_corpus(args.files)
     warmup = str(next(corpus.rglob("*.txt")))
 
     def timed(collection: str) -> tuple[float, int]:
-        ingest_documents(IngestParams(sources=[warmup], collection=f"{collection}-warmup"))
+        ingest_documents(sources=[warmup], collection=f"{collection}-warmup")
         started = time.perf_counter()
-        summary = ingest_documents(IngestParams(sources=[str(corpus)], collection=collection))
-        return time.perf_counter() - started, summary.totals.chunks
+        summary = ingest_documents(sources=[str(corpus)], collection=collection)
+        return time.perf_counter() - started, summary.totals.chunks_embedded
 
     threads_s, chunks = timed("threads")
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",

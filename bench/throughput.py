@@ -48,11 +48,11 @@ def peak_rss_mb() -> float:
 def produce_chunks(corpus: Path, config) -> tuple[list[str], list[int], int]:
     """The pipeline's own chunks for every file of the corpus (readers + chunker)."""
     from tasks.core.errors import FileRejected
-    from tasks.core.process import processor_for
     from tasks.core.readers import read_document
+    from tasks.core.resources import resources
     from tasks.core.sources import discover_files, read_bytes
 
-    chunker = processor_for(config).chunker
+    chunker = resources().chunker(config)
     texts, counts, files = [], [], 0
     for file in discover_files([str(corpus)]):
         files += 1
@@ -66,8 +66,9 @@ def produce_chunks(corpus: Path, config) -> tuple[list[str], list[int], int]:
     return texts, counts, files
 
 
-def wait_for_backlog(flow_run_id: str, timeout: float = 300) -> float:
-    """Seconds until every task run of the flow run reads back from the API in a final state."""
+def wait_for_backlog(flow_run_id: str, timeout: float = 300) -> tuple[float, int]:
+    """Seconds until every task run of the flow run reads back from the API in a final state,
+    and how many task runs the flow run has."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -76,7 +77,7 @@ def wait_for_backlog(flow_run_id: str, timeout: float = 300) -> float:
         while time.perf_counter() - started < timeout:
             runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
             if runs and all(r.state and r.state.is_final() for r in runs):
-                return time.perf_counter() - started
+                return time.perf_counter() - started, len(runs)
             time.sleep(0.2)
     return float("inf")
 
@@ -85,23 +86,23 @@ def seed_baseline(corpus: Path, config) -> tuple[float, int]:
     """Per file, one after another: read, chunk, encode, upsert. Returns (seconds, chunks)."""
     from tasks.core.errors import FileRejected
     from tasks.core.ids import point_id
-    from tasks.core.process import processor_for
     from tasks.core.readers import read_document
+    from tasks.core.resources import resources
     from tasks.core.sources import discover_files, read_bytes
     from tasks.core.store import StoredPoint
 
-    processor = processor_for(config)
-    processor.store.ensure_collection(config.collection, processor.embedder.dimension)
+    owner = resources()
+    store, embedder, chunker = owner.store(config.store), owner.embedder(config.model), owner.chunker(config)
+    store.ensure_collection(config.collection, embedder.dimension)
     started, chunks = time.perf_counter(), 0
     for file in discover_files([str(corpus)]):
         try:
             document = read_document(read_bytes(file), file.name, max_pages=config.max_pages)
         except FileRejected:
             continue
-        pieces = processor.chunker.chunk_document(document)
-        vectors = processor.embedder.model.encode([c.text for c in pieces], batch_size=32,
-                                                  normalize_embeddings=True)
-        processor.store.upsert_points(config.collection, [
+        pieces = chunker.chunk_document(document)
+        vectors = embedder.model.encode([c.text for c in pieces], batch_size=32, normalize_embeddings=True)
+        store.upsert_points(config.collection, [
             StoredPoint(id=point_id(file.uri, c.chunk_index), vector=v.tolist(),
                         payload={"source": file.uri, "chunk_index": c.chunk_index, "text": c.text})
             for c, v in zip(pieces, vectors)])
@@ -134,14 +135,15 @@ def run_pipeline_only(files: int) -> None:
 
     isolated_run_environment("bench-pipeline-")
     from flows.ingest_flow import ingest_documents
-    from tasks.core.settings import IngestParams
 
     corpus = cached_corpus(files)
     started = time.perf_counter()
-    summary = ingest_documents(IngestParams(sources=[str(corpus)], collection="pipeline"))
+    summary = ingest_documents(sources=[str(corpus)], collection="pipeline")
     seconds, peak = time.perf_counter() - started, peak_rss_mb()
-    print(json.dumps({"files": files, "seconds": round(seconds, 2), "chunks": summary.totals.chunks,
-                      "peak_rss_mb": round(peak, 1), "backlog_s": round(wait_for_backlog(summary.run_id), 2)}))
+    backlog, task_runs = wait_for_backlog(summary.run_id)
+    print(json.dumps({"files": files, "seconds": round(seconds, 2), "chunks": summary.totals.chunks_embedded,
+                      "peak_rss_mb": round(peak, 1), "backlog_s": round(backlog, 2),
+                      "task_runs": task_runs}))
 
 
 def median_spread(values: list[float]) -> tuple[float, float]:
@@ -172,16 +174,18 @@ def main() -> None:
     import numpy as np
 
     from flows.ingest_flow import ingest_documents
-    from tasks.core.embedding import get_embedder, select_embedder
+    from tasks.core.resources import resources
     from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
 
     corpus = args.folder or cached_corpus(args.files)
     config = PipelineConfig.build(IngestSettings(), IngestParams(sources=[str(corpus)], collection="seed"))
     texts, counts, files = produce_chunks(corpus, config)
     tokens = sum(counts)
-    embedder = get_embedder(config.model)
-    autocast = get_embedder(config.model, "bf16")
-    fast = select_embedder(config.model, "bf16")  # what INGEST_EMBED_PRECISION=bf16 runs here
+    owner = resources()
+    embedder = owner.embedder(config.model)
+    autocast = owner.embedder(config.model, "bf16")
+    # What INGEST_EMBED_PRECISION=bf16 runs here (the flow's prepare asks the same owner).
+    fast = owner.embedder(config.model, owner.runtime_for(config.model, "bf16"))
     vectors: dict[str, np.ndarray] = {}
     backlogs: list[float] = []
 
@@ -202,17 +206,16 @@ def main() -> None:
             os.environ["INGEST_EMBED_PRECISION"] = precision
             try:
                 if round_ == 0:  # the first run in a process pays Prefect's and the model's start-up
-                    ingest_documents(IngestParams(sources=[str(next(corpus.rglob("*.txt")))],
-                                                  collection=f"warmup-{precision}"))
+                    ingest_documents(sources=[str(next(corpus.rglob("*.txt")))],
+                                     collection=f"warmup-{precision}")
                 started = time.perf_counter()
-                summary = ingest_documents(IngestParams(sources=[str(corpus)],
-                                                        collection=f"pipeline-{precision}-{round_}"))
+                summary = ingest_documents(sources=[str(corpus)], collection=f"pipeline-{precision}-{round_}")
                 seconds = time.perf_counter() - started
             finally:
                 os.environ.pop("INGEST_EMBED_PRECISION")
             if precision == "fp32":
-                backlogs.append(wait_for_backlog(summary.run_id))
-            return seconds, summary.totals.chunks
+                backlogs.append(wait_for_backlog(summary.run_id)[0])
+            return seconds, summary.totals.chunks_embedded
         return measure
 
     def seed(_round: int) -> tuple[float, int]:
@@ -271,8 +274,8 @@ def main() -> None:
     if children:
         print(f"flow alone in a fresh process: {children[0]['files']} files peak RSS "
               f"{children[0]['peak_rss_mb']:.0f} MB; {children[1]['files']} files peak RSS "
-              f"{children[1]['peak_rss_mb']:.0f} MB, {children[1]['seconds']:.0f} s, Prefect backlog "
-              f"{children[1]['backlog_s']:.2f} s")
+              f"{children[1]['peak_rss_mb']:.0f} MB, {children[1]['seconds']:.0f} s, "
+              f"{children[1]['task_runs']} task runs, Prefect backlog {children[1]['backlog_s']:.2f} s")
     ratios = {"pipeline_vs_raw": paired(flow_fp32, limit), "vs_seed": paired(flow_fp32, "seed-style baseline"),
               "fast_vs_fp32_pipeline": paired(flow_fast, flow_fp32), "fast_vs_fp32_limit": paired(fast_limit, limit),
               "plain_vs_limit": paired("plain model.encode", limit)}
@@ -284,6 +287,7 @@ def main() -> None:
         **{key: round(value, 3) for key, (value, _) in ratios.items()},
         "backlog_s": round(backlog_s, 2),
         "backlog_s_at_rss_files": children[1]["backlog_s"] if children else None,
+        "task_runs_at_rss_files": children[1]["task_runs"] if children else None,
         "fast_precision": fast.label,
         "bf16_cosine_mean": round(float(cosines.mean()), 6),
         "bf16_cosine_min": round(float(cosines.min()), 6),

@@ -1,7 +1,7 @@
 """The three ways the ingest flow is run, as Prefect deployments.
 
-* ``manual`` — started from the Prefect UI ("Custom run"): the form is built from
-  ``IngestParams`` (titles, descriptions, defaults, bounds; the server refuses bad values).
+* ``manual`` — started from the Prefect UI ("Custom run"): the form is built from the flow's
+  typed parameters (titles, descriptions, defaults, bounds; the server refuses bad values).
 * ``scheduled`` — a cron schedule over configured sources; every parameter comes with the
   schedule, so a scheduled run never lacks one. With skip-unchanged it is also the safety net
   behind the event-driven path (anything the watcher missed is picked up here).
@@ -18,7 +18,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from tasks.core.settings import IngestParams
+from tasks.core.settings import CollectionName, IngestParams, IngestSettings
 from tasks.core.watch import BATCH_LABEL, EVENT_NAME
 
 # One run per deployment at a time; runs of different deployments over one embedded store
@@ -42,8 +42,8 @@ class DeploymentSettings(BaseSettings):
     watch_url: str | None = Field(None, pattern=r"^s3://[^/]+(/.*)?$",
                                   description="s3://bucket/prefix whose watcher events trigger "
                                               "runs; empty: no event-triggered deployment")
-    deploy_collection: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]{1,128}$",
-                                          description="Collection of scheduled and event runs")
+    deploy_collection: CollectionName | None = Field(
+        None, description="Collection of scheduled and event runs (default: INGEST_COLLECTION)")
 
     @field_validator("schedule_sources", mode="before")
     @classmethod
@@ -63,8 +63,27 @@ class DeploymentSettings(BaseSettings):
         return self
 
     def scheduled_params(self) -> IngestParams:
-        return IngestParams(sources=self.schedule_sources, collection=self.deploy_collection,
-                            prune=self.schedule_prune)
+        return IngestParams.with_defaults_from(IngestSettings(), sources=self.schedule_sources,
+                                               collection=self.deploy_collection,
+                                               prune=self.schedule_prune)
+
+    def defaults(self) -> dict:
+        """Parameters every deployment carries from the environment: the collection and the
+        chunking (``INGEST_COLLECTION``, ``INGEST_CHUNK_*``, ``INGEST_DEPLOY_COLLECTION``), so
+        the run form shows the values runs will use."""
+        params = IngestParams.with_defaults_from(IngestSettings(), sources=["."],
+                                                 collection=self.deploy_collection)
+        return params.model_dump(include={"collection", "chunk_tokens", "chunk_overlap"})
+
+
+def _with_titles(deployment):
+    """Prefect titles each form field with the parameter's name; show the titles stated on the
+    parameter types instead (``Chunk size (tokens)``, not ``chunk_tokens``)."""
+    for name, field in IngestParams.model_fields.items():
+        prop = deployment._parameter_openapi_schema.properties.get(name)
+        if prop is not None and field.title:
+            prop["title"] = field.title
+    return deployment
 
 
 def build_deployments(settings: DeploymentSettings | None = None) -> list:
@@ -75,11 +94,12 @@ def build_deployments(settings: DeploymentSettings | None = None) -> list:
     from flows.ingest_flow import ingest_documents
 
     settings = settings or DeploymentSettings()
+    defaults = settings.defaults()
     deployments = [ingest_documents.to_deployment(
         name="manual", description="Ingest documents on demand: fill in the sources in the run form.",
-        tags=["ingest"], concurrency_limit=CONCURRENCY)]
+        tags=["ingest"], concurrency_limit=CONCURRENCY, parameters=defaults)]
     if settings.schedule_sources:
-        params = {"params": settings.scheduled_params().model_dump(mode="json", exclude_defaults=True)}
+        params = settings.scheduled_params().model_dump(mode="json")
         deployments.append(ingest_documents.to_deployment(
             name="scheduled", description=f"Ingest {', '.join(settings.schedule_sources)} on a schedule "
                                           "(unchanged files are skipped without being read).",
@@ -87,16 +107,14 @@ def build_deployments(settings: DeploymentSettings | None = None) -> list:
             schedules=[Cron(settings.schedule_cron, timezone=settings.schedule_timezone,
                             parameters=params)]))
     if settings.watch_url:
-        batch = {"sources": "{{ event.payload.batch }}"}
-        if settings.deploy_collection:
-            batch["collection"] = settings.deploy_collection
+        batch = {**defaults, "sources": "{{ event.payload.batch }}"}
         deployments.append(ingest_documents.to_deployment(
             name="on-new-objects", description=f"Ingest new objects under {settings.watch_url} "
                                                "as `ingest watch` announces them, one run per batch.",
-            tags=["ingest", "events"], concurrency_limit=CONCURRENCY,
+            tags=["ingest", "events"], concurrency_limit=CONCURRENCY, parameters=defaults,
             triggers=[DeploymentEventTrigger(
                 name="new objects", expect={EVENT_NAME},
                 match={"prefect.resource.id": f"{settings.watch_url.rstrip('*')}*",
                        BATCH_LABEL: "true"},
-                parameters={"params": batch})]))
-    return deployments
+                parameters=batch)]))
+    return [_with_titles(d) for d in deployments]

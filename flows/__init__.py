@@ -1,1 +1,1 @@
-"""Prefect flows of the ingest pipeline and the ``ingest`` command line."""
+"""The Prefect flow of the ingest pipeline and what it reports (artifacts, progress)."""

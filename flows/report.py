@@ -1,4 +1,4 @@
-"""Run reports: the summary table and markdown published as Prefect artifacts."""
+"""Run reports: the per-file table and the totals published as Prefect artifacts."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.core.models import RunSummary
+from tasks.core.rows import file_row
 
 
 def artifact_key(collection: str) -> str:
@@ -16,34 +17,47 @@ def artifact_key(collection: str) -> str:
 
 
 def summary_rows(summary: RunSummary) -> list[dict]:
-    """One table row per file."""
-    return [{"source": o.source, "status": o.status.value, "reason": o.reason.value,
-             "pages": o.pages if o.pages is not None else "", "chunks": o.chunks,
-             "seconds": o.seconds, "detail": o.detail} for o in summary.files]
+    """One table row per file (the shared file row: path relative to its source first)."""
+    return [{k: ("" if v is None else v) for k, v in file_row(o, summary.sources).items()}
+            for o in summary.files]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "/").replace("\n", " ")
 
 
 def summary_markdown(summary: RunSummary) -> str:
-    """Totals and throughput, for the run's markdown artifact."""
+    """Totals, where the time went, and the files not indexed, for the run's markdown artifact."""
     t = summary.totals
     lines = [
         f"# Ingest run into `{summary.collection}`",
         "",
         "| files | indexed | updated | unchanged | skipped | failed | deleted | pages | chunks "
-        "| seconds | chunks/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| chunks embedded | seconds | chunks/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {t.files} | {t.indexed} | {t.updated} | {t.unchanged} | {t.skipped} | {t.failed} "
-        f"| {t.deleted} | {t.pages} | {t.chunks} | {t.seconds} | {t.chunks_per_second} |",
+        f"| {t.deleted} | {t.pages} | {t.chunks} | {t.chunks_embedded} | {t.seconds} "
+        f"| {t.chunks_per_second} |",
     ]
+    if summary.embed_runtime:
+        lines += ["", f"Embedding runtime: `{summary.embed_runtime}`."]
+    if t.seconds_by_stage:
+        lines += ["", "## Seconds by stage", "",
+                  "Added up over each stage's task runs, which overlap.", "",
+                  "| " + " | ".join(t.seconds_by_stage) + " |",
+                  "|" + "---:|" * len(t.seconds_by_stage),
+                  "| " + " | ".join(f"{s:.2f}" for s in t.seconds_by_stage.values()) + " |"]
     if summary.interrupted:
         lines += ["", "**Interrupted (SIGTERM): files in flight finished, later files were not "
                       "started and nothing was pruned.**"]
     if summary.prune is not None and summary.prune.refused:
         lines += ["", f"**{summary.prune.refused}**"]
-    problems = [o for o in summary.files if o.status.value in ("failed", "skipped")]
+    problems = [file_row(o, summary.sources) for o in summary.files
+                if o.status.value in ("failed", "skipped")]
     if problems:
-        lines += ["", "## Not indexed", "", "| source | status | reason | detail |", "|---|---|---|---|"]
-        lines += [f"| {o.source} | {o.status.value} | {o.reason.value} | {o.detail.replace('|', '/')} |"
-                  for o in problems]
+        lines += ["", "## Not indexed", "", "| file | status | reason | detail |", "|---|---|---|---|"]
+        lines += [f"| {_cell(r['file'])} | {r['status']} | {r['reason']} | {_cell(r['detail'])} |"
+                  for r in problems]
     return "\n".join(lines)
 
 
@@ -53,4 +67,4 @@ def publish_summary(summary: RunSummary) -> None:
     create_table_artifact(summary_rows(summary), key=key,
                           description=f"Per-file outcomes of ingest run {summary.run_id}")
     create_markdown_artifact(summary_markdown(summary), key=f"{key}-totals",
-                             description="Totals and throughput")
+                             description="Totals, seconds by stage, files not indexed")

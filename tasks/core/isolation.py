@@ -10,11 +10,9 @@ the caller's threads keep embedding other files meanwhile.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import multiprocessing
 import signal
-import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from tasks.core.errors import FileRejected
@@ -63,7 +61,8 @@ def _parse_pdf(data: bytes, max_pages: int, memory_mb: int) -> Document:
 
 
 class ParsePool:
-    """A process pool that parses PDFs under limits; thread-safe, one per process."""
+    """A process pool that parses PDFs under limits; thread-safe. A process holds one
+    (``resources.Resources.parse_pdf``), started on first use."""
 
     def __init__(self, *, workers: int, timeout_s: float, memory_mb: int) -> None:
         from pebble import ProcessPool
@@ -97,30 +96,6 @@ class ParsePool:
         self._pool.join(timeout=10)
 
 
-_pools: dict[tuple, ParsePool] = {}
-_pools_lock = threading.Lock()
-
-
 def isolation_available() -> bool:
     """Daemonic processes (e.g. some Dask workers) may not start children: parse in-process."""
     return not multiprocessing.current_process().daemon
-
-
-def parse_pool(*, workers: int, timeout_s: float, memory_mb: int) -> ParsePool:
-    """The process-wide pool for these limits, started on first use."""
-    key = (workers, timeout_s, memory_mb)
-    with _pools_lock:
-        pool = _pools.get(key)
-        if pool is None:
-            if not _pools:
-                atexit.register(close_pools)
-            pool = _pools[key] = ParsePool(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb)
-        return pool
-
-
-def close_pools() -> None:
-    """Stop every parse pool (their workers are killed)."""
-    with _pools_lock:
-        for pool in _pools.values():
-            pool.close()
-        _pools.clear()

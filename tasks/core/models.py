@@ -143,6 +143,10 @@ class FileOutcome(BaseModel):
 
 
 class RunTotals(BaseModel):
+    """A run's counts. ``chunks`` adds up the rows' chunks (what the files hold in the
+    collection after the run: an ``unchanged`` file counts what it already holds);
+    ``chunks_embedded`` is what this run embedded, and ``chunks_per_second`` its rate."""
+
     model_config = ConfigDict(frozen=True)
 
     files: int = 0
@@ -154,8 +158,12 @@ class RunTotals(BaseModel):
     deleted: int = 0
     pages: int = 0
     chunks: int = 0
+    chunks_embedded: int = 0
     seconds: float = 0.0
     chunks_per_second: float = 0.0
+    #: Seconds each stage spent, added up over its task runs (which overlap: the sum can
+    #: exceed the run's wall time).
+    seconds_by_stage: dict[str, float] = Field(default_factory=dict)
 
 
 class PruneReport(BaseModel):
@@ -180,18 +188,23 @@ class RunSummary(BaseModel):
     prune: PruneReport | None = None
     #: Stopped by SIGTERM: in-flight files finished, later ones were not started.
     interrupted: bool = False
+    #: The sources the run listed (rows show paths relative to them).
+    sources: list[str] = Field(default_factory=list)
+    #: How the run's vectors were computed: fp32, bf16 (torch autocast) or bf16-openvino.
+    embed_runtime: str | None = None
 
     @classmethod
     def from_outcomes(cls, outcomes: list[FileOutcome], *, collection: str, seconds: float,
                       run_id: str | None = None, prune: PruneReport | None = None,
-                      interrupted: bool = False) -> RunSummary:
+                      interrupted: bool = False, sources: list[str] | None = None,
+                      seconds_by_stage: dict[str, float] | None = None,
+                      embed_runtime: str | None = None) -> RunSummary:
         """Aggregate per-file outcomes (sorted by source for stable output)."""
         ordered = sorted(outcomes, key=lambda o: o.source)
         counts = {status: 0 for status in Status}
         for outcome in ordered:
             counts[outcome.status] += 1
-        # Chunks embedded by this run (unchanged files report what they already hold).
-        chunks = sum(o.chunks for o in ordered if o.status in (Status.INDEXED, Status.UPDATED))
+        embedded = sum(o.chunks for o in ordered if o.status in (Status.INDEXED, Status.UPDATED))
         totals = RunTotals(
             files=len(ordered),
             indexed=counts[Status.INDEXED],
@@ -201,9 +214,11 @@ class RunSummary(BaseModel):
             failed=counts[Status.FAILED],
             deleted=counts[Status.DELETED],
             pages=sum(o.pages or 0 for o in ordered),
-            chunks=chunks,
+            chunks=sum(o.chunks for o in ordered),
+            chunks_embedded=embedded,
             seconds=round(seconds, 3),
-            chunks_per_second=round(chunks / seconds, 2) if seconds > 0 else 0.0,
+            chunks_per_second=round(embedded / seconds, 2) if seconds > 0 else 0.0,
+            seconds_by_stage={k: round(v, 3) for k, v in (seconds_by_stage or {}).items()},
         )
         return cls(run_id=run_id, collection=collection, files=ordered, totals=totals, prune=prune,
-                   interrupted=interrupted)
+                   interrupted=interrupted, sources=list(sources or []), embed_runtime=embed_runtime)

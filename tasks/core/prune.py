@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from tasks.core.models import FileOutcome, PruneReport, Reason, Status
 from tasks.core.sources import is_hidden, local_path, matches_include
-from tasks.core.store import VectorStore
+from tasks.core.store.base import VectorStore
 
 
 def source_roots(sources: Iterable[str]) -> list[str]:

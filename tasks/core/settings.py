@@ -1,17 +1,18 @@
 """Configuration: environment settings, per-run parameters, and the config a worker receives.
 
+* The run parameters' types (``Sources``, ``ChunkTokens``, ...) — each rule stated once, used by
+  the flow's signature (the Prefect UI's run form), ``IngestParams``, the settings and the CLI.
 * ``IngestSettings`` — read from the environment (``INGEST_*``, ``QDRANT_URL``...) inside the
-  flow, never at import time.
-* ``IngestParams`` — the flow's parameters: what to ingest and how (the Prefect UI renders it
-  as the run form).
+  flow or an entry point, never at import time.
+* ``IngestParams`` — what one run ingests and how, validated as a whole.
 * ``PipelineConfig`` — the frozen merge of both that travels to tasks. It holds no secrets:
-  workers read API keys from their own environment.
+  a process reads API keys from its own environment.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AliasChoices,
@@ -19,15 +20,58 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationError,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_COLLECTION = "documents"
+DEFAULT_CHUNK_TOKENS = 192
+DEFAULT_CHUNK_OVERLAP = 32
+
+Sources = Annotated[list[str], Field(
+    min_length=1, title="Sources",
+    description="Local folders or files, s3://bucket/prefix/ or s3://bucket/key, one or more")]
+IncludeGlobs = Annotated[list[str], Field(
+    title="Include globs",
+    description="Only files whose relative path or name matches one of these (e.g. *.pdf); "
+                "empty means every non-hidden file")]
+CollectionName = Annotated[str, Field(
+    pattern=r"^[A-Za-z0-9_\-]{1,128}$", title="Collection",
+    description="Qdrant collection: letters, digits, '_' and '-', at most 128 characters")]
+ChunkTokens = Annotated[int, Field(
+    ge=16, le=8192, title="Chunk size (tokens)",
+    description="Tokens per chunk, counted by the model's tokenizer; must fit the model's input")]
+ChunkOverlap = Annotated[int, Field(
+    ge=0, le=4096, title="Chunk overlap (tokens)",
+    description="Tokens shared by neighbouring chunks, at most half the chunk size")]
+Overwrite = Annotated[bool, Field(
+    title="Overwrite",
+    description="Re-embed every file even when it is already indexed unchanged (and drop and "
+                "recreate a collection whose vector size does not fit the model)")]
+Prune = Annotated[bool, Field(
+    title="Prune",
+    description="After a complete listing, delete the points of files no longer in the sources")]
+PruneMaxFraction = Annotated[float, Field(
+    ge=0.0, le=1.0, title="Prune limit",
+    description="Refuse to prune (and delete nothing) when it would delete more than this "
+                "fraction of the collection's files")]
+ForcePrune = Annotated[bool, Field(title="Force prune", description="Prune even beyond the prune limit")]
 
 
-def _check_chunking(chunk_tokens: int | None, chunk_overlap: int | None) -> None:
-    if chunk_tokens is not None and chunk_overlap is not None and chunk_overlap * 2 > chunk_tokens:
+def validation_message(exc: ValidationError) -> str:
+    """A validation error as one line: ``invalid chunk_tokens: …``."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "parameters"
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"invalid {where}: {message}{more}"
+
+
+def check_chunking(chunk_tokens: int, chunk_overlap: int) -> None:
+    """The one rule that ties chunk size and overlap together."""
+    if chunk_overlap * 2 > chunk_tokens:
         raise ValueError(
             f"chunk_overlap ({chunk_overlap}) must be at most half of chunk_tokens ({chunk_tokens})"
         )
@@ -49,9 +93,9 @@ class IngestSettings(BaseSettings):
     qdrant_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("QDRANT_API_KEY", "INGEST_QDRANT_API_KEY"))
     model: str = Field(DEFAULT_MODEL, min_length=1)
-    collection: str = Field("documents", pattern=r"^[A-Za-z0-9_\-]{1,128}$")
-    chunk_tokens: int = Field(192, ge=16, le=8192)
-    chunk_overlap: int = Field(32, ge=0)
+    collection: CollectionName = DEFAULT_COLLECTION
+    chunk_tokens: ChunkTokens = DEFAULT_CHUNK_TOKENS
+    chunk_overlap: ChunkOverlap = DEFAULT_CHUNK_OVERLAP
     embed_batch_size: int = Field(16, ge=1, le=1024, description="Most texts per forward pass")
     embed_precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: bfloat16 on OpenVINO (extra [fast]) or torch autocast, "
@@ -84,49 +128,49 @@ class IngestSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _chunking(self) -> IngestSettings:
-        _check_chunking(self.chunk_tokens, self.chunk_overlap)
+        check_chunking(self.chunk_tokens, self.chunk_overlap)
         return self
+
+    def store_location(self) -> StoreLocation:
+        """Where the vectors live: a server when ``QDRANT_URL`` is set, else the embedded store."""
+        if self.qdrant_url:
+            return StoreLocation(kind="qdrant-server", url=self.qdrant_url)
+        return StoreLocation.embedded(self.store, self.qdrant_path,
+                                      optimize_threshold=self.edge_optimize_threshold)
 
 
 class IngestParams(BaseModel):
-    """What one run ingests and how; every field has a default except the sources."""
+    """What one run ingests and how (the flow's parameters, validated together)."""
 
     model_config = ConfigDict(frozen=True, title="Ingest parameters")
 
-    sources: list[str] = Field(
-        min_length=1, title="Sources",
-        description="Local folders or files, s3://bucket/prefix/ or s3://bucket/key, one or more")
-    include: list[str] = Field(
-        default_factory=list, title="Include globs",
-        description="Only files whose relative path or name matches one of these (e.g. *.pdf); "
-                    "empty means every non-hidden file")
-    collection: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9_\-]{1,128}$", title="Collection",
-        description="Qdrant collection (default: INGEST_COLLECTION)")
-    chunk_tokens: int | None = Field(
-        None, ge=16, le=8192, title="Chunk size (tokens)",
-        description="Tokens per chunk, counted by the model's tokenizer (default: INGEST_CHUNK_TOKENS)")
-    chunk_overlap: int | None = Field(
-        None, ge=0, le=4096, title="Chunk overlap (tokens)",
-        description="Tokens shared by neighbouring chunks (default: INGEST_CHUNK_OVERLAP)")
-    overwrite: bool = Field(
-        False, title="Overwrite",
-        description="Re-embed every file even when it is already indexed unchanged (and drop "
-                    "and recreate a collection whose vector size does not fit the model)")
-    prune: bool = Field(
-        False, title="Prune",
-        description="After a complete listing, delete the points of files no longer in the sources")
-    prune_max_fraction: float = Field(
-        0.5, ge=0.0, le=1.0, title="Prune limit",
-        description="Refuse to prune (and delete nothing) when it would delete more than this "
-                    "fraction of the collection's files")
-    force_prune: bool = Field(
-        False, title="Force prune", description="Prune even beyond the prune limit")
+    sources: Sources
+    include: IncludeGlobs = []
+    collection: CollectionName = DEFAULT_COLLECTION
+    chunk_tokens: ChunkTokens = DEFAULT_CHUNK_TOKENS
+    chunk_overlap: ChunkOverlap = DEFAULT_CHUNK_OVERLAP
+    overwrite: Overwrite = False
+    prune: Prune = False
+    prune_max_fraction: PruneMaxFraction = 0.5
+    force_prune: ForcePrune = False
 
     @model_validator(mode="after")
     def _chunking(self) -> IngestParams:
-        _check_chunking(self.chunk_tokens, self.chunk_overlap)
+        check_chunking(self.chunk_tokens, self.chunk_overlap)
         return self
+
+    @classmethod
+    def with_defaults_from(cls, settings: IngestSettings, *, collection: str | None = None,
+                           chunk_tokens: int | None = None, chunk_overlap: int | None = None,
+                           **params) -> IngestParams:
+        """Parameters whose unset collection and chunking come from the settings
+        (``INGEST_COLLECTION``, ``INGEST_CHUNK_*``): the CLI's, the API's and the deployments'
+        defaults. A default overlap larger than half a smaller chunk given here is halved."""
+        tokens = chunk_tokens if chunk_tokens is not None else settings.chunk_tokens
+        overlap = (chunk_overlap if chunk_overlap is not None
+                   else min(settings.chunk_overlap, tokens // 2))
+        return cls(collection=collection or settings.collection, chunk_tokens=tokens,
+                   chunk_overlap=overlap, **params)
 
 
 StoreKind = Literal["edge", "qdrant-local", "qdrant-server"]
@@ -140,6 +184,8 @@ class StoreLocation(BaseModel):
     kind: StoreKind = "edge"
     path: str | None = None
     url: str | None = None
+    #: Edge only: unindexed points that make a run end by building the graph index.
+    optimize_threshold: int = 20_000
 
     @model_validator(mode="after")
     def _one(self) -> StoreLocation:
@@ -148,18 +194,20 @@ class StoreLocation(BaseModel):
         return self
 
     @classmethod
-    def embedded(cls, kind: StoreKind, root: Path | str) -> StoreLocation:
+    def embedded(cls, kind: StoreKind, root: Path | str, *,
+                 optimize_threshold: int = 20_000) -> StoreLocation:
         """Edge keeps one shard folder per collection under ``root/edge``; qdrant-local uses
         ``root`` itself, so both can live under one INGEST_QDRANT_PATH."""
         root = Path(root).expanduser().resolve()
-        return cls(kind=kind, path=str(root / "edge" if kind == "edge" else root))
+        return cls(kind=kind, path=str(root / "edge" if kind == "edge" else root),
+                   optimize_threshold=optimize_threshold)
 
     def describe(self) -> str:
         return self.url if self.url else f"{self.kind}:{self.path}"
 
 
 class PipelineConfig(BaseModel):
-    """Everything a worker needs to process files; frozen and hashable, free of secrets."""
+    """Everything a stage needs to process files; frozen and hashable, free of secrets."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -169,6 +217,10 @@ class PipelineConfig(BaseModel):
     chunk_overlap: int
     embed_batch_size: int
     embed_precision: Literal["fp32", "bf16"] = "fp32"
+    #: The runtime chosen for ``embed_precision`` on the flow's machine (``fp32``, ``bf16``,
+    #: ``bf16-openvino``; see ``embedding.select_embedder``); set once per run by ``prepare``, so
+    #: every worker embeds, and fingerprints, with the same one.
+    embed_runtime: str | None = None
     upsert_batch: int
     max_file_bytes: int
     max_pages: int
@@ -180,19 +232,14 @@ class PipelineConfig(BaseModel):
 
     @classmethod
     def build(cls, settings: IngestSettings, params: IngestParams | None = None) -> PipelineConfig:
-        """Merge run parameters over settings; validation errors name the offending value."""
-        params = params or IngestParams(sources=["."])
-        chunk_tokens = params.chunk_tokens or settings.chunk_tokens
-        chunk_overlap = (params.chunk_overlap if params.chunk_overlap is not None
-                         else min(settings.chunk_overlap, chunk_tokens // 2))
-        _check_chunking(chunk_tokens, chunk_overlap)
-        store = (StoreLocation(kind="qdrant-server", url=settings.qdrant_url) if settings.qdrant_url
-                 else StoreLocation.embedded(settings.store, settings.qdrant_path))
+        """Merge run parameters over settings (without parameters: the settings' collection and
+        chunking, e.g. for search)."""
+        params = params or IngestParams.with_defaults_from(settings, sources=["."])
         return cls(
             model=settings.model,
-            collection=params.collection or settings.collection,
-            chunk_tokens=chunk_tokens,
-            chunk_overlap=chunk_overlap,
+            collection=params.collection,
+            chunk_tokens=params.chunk_tokens,
+            chunk_overlap=params.chunk_overlap,
             embed_batch_size=settings.embed_batch_size,
             embed_precision=settings.embed_precision,
             upsert_batch=settings.upsert_batch,
@@ -201,6 +248,20 @@ class PipelineConfig(BaseModel):
             parse_timeout_s=settings.parse_timeout,
             parse_memory_mb=settings.parse_memory_mb,
             parse_workers=settings.parse_workers,
-            store=store,
+            store=settings.store_location(),
             overwrite=params.overwrite,
         )
+
+    def with_runtime(self, runtime: str) -> PipelineConfig:
+        """This config with the embedding runtime ``prepare`` chose."""
+        return self.model_copy(update={"embed_runtime": runtime})
+
+    @property
+    def fingerprint(self) -> str:
+        """What, besides a file's bytes, decides its points (see ``ids.config_fingerprint``)."""
+        from tasks.core.ids import config_fingerprint
+
+        if self.embed_runtime is None:
+            raise RuntimeError("the embedding runtime is chosen by prepare() before any file is read")
+        return config_fingerprint(model=self.model, chunk_tokens=self.chunk_tokens,
+                                  chunk_overlap=self.chunk_overlap, precision=self.embed_runtime)

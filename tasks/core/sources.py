@@ -14,7 +14,6 @@ import fnmatch
 import os
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
@@ -67,9 +66,9 @@ def matches_include(relative: str, include: Iterable[str]) -> bool:
     return any(fnmatch.fnmatch(relative, p) or fnmatch.fnmatch(name, p) for p in patterns)
 
 
-@lru_cache(maxsize=8)
 def filesystem(protocol: str) -> fsspec.AbstractFileSystem:
-    """One fsspec filesystem per protocol and process (s3fs keeps its own connection pool)."""
+    """The fsspec filesystem for ``protocol``; fsspec itself keeps one instance per protocol
+    and options (s3fs keeps its own connection pool)."""
     return fsspec.filesystem(protocol)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from tasks.core.errors import ConfigError
-from tasks.core.store import VectorStore
+from tasks.core.store.base import VectorStore
 
 
 def export_records(store: VectorStore, collection: str, *, vectors: bool) -> Iterator[dict]:

@@ -138,7 +138,7 @@ def test_new_objects_become_searchable_in_batches_without_duplicates(stack: Stac
     # batch (a watcher restarted before recording it) leaves the collection as it was.
     points = store.count()
     s3.put_object(Bucket=stack.bucket, Key="inbox/lakes.txt", Body=TOPICS["lakes"].encode())
-    from flows.watch import EventSender
+    from apps.events import EventSender
     from tasks.core.watch import NewObject
 
     before = {r.id for r in _runs(deployment.id)}

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from flows.api import create_app
+from apps.api import create_app
 from tests.conftest import MIXED, free_port
 
 pytestmark = pytest.mark.flow
@@ -51,8 +51,8 @@ def test_four_files_four_results_then_unchanged_then_overwrite(client):
                               "locked.pdf": ("failed", "encrypted"),
                               "photo.pdf": ("skipped", "unsupported_type")}
     row = next(r for r in first.json()["results"] if r["file"] == "guide.pdf")
-    assert row["pages"] == 4 and row["chunks"] == 4 and set(row) == {
-        "file", "stored_as", "status", "reason", "chunks", "pages", "detail"}
+    assert row["pages"] == 4 and row["chunks"] == 4 and list(row) == [
+        "file", "status", "reason", "pages", "chunks", "seconds", "detail", "source", "stored_as"]
 
     again = client.post("/batch", files=upload(*FOUR[:2]))
     assert by_file(again) == {"guide.pdf": ("unchanged", "unchanged"),

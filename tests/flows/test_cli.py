@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from tests.conftest import MIXED, SAMPLES
+from apps.cli import app
+from tests.conftest import MIXED, SAMPLES, close_stores, get_store
 
 pytestmark = pytest.mark.flow
 runner = CliRunner()
@@ -24,14 +24,15 @@ def test_run_json_then_search(ingest_env):
     assert set(report) >= {"run_id", "collection", "files", "totals"} and report["prune"] is None
     assert report["collection"] == "cli" and report["totals"]["files"] == 6
     row = next(f for f in report["files"] if f["source"].endswith("/alpine-lakes.pdf"))
-    assert set(row) == {"source", "status", "reason", "detail", "pages", "chunks", "seconds"}
+    assert list(row) == ["file", "status", "reason", "pages", "chunks", "seconds", "detail", "source"]
+    assert row["file"] == "alpine-lakes.pdf"
     assert (row["status"], row["pages"]) == ("indexed", 4)
 
     found = runner.invoke(app, ["search", "fishing licence and barbless hooks", "--collection", "cli",
                                 "-k", "2", "--json"])
     assert found.exit_code == 0, found.output
     hits = json.loads(found.stdout)
-    assert hits[0]["file_name"] == "alpine-lakes.pdf" and hits[0]["page_start"] <= 3 <= hits[0]["page_end"]
+    assert hits[0]["file"] == "alpine-lakes.pdf" and hits[0]["page_start"] <= 3 <= hits[0]["page_end"]
 
     table = runner.invoke(app, ["search", "fishing licence", "--collection", "cli"])
     assert "alpine-lakes.pdf" in table.stdout and "p. 3" in table.stdout or "pp. 3" in table.stdout
@@ -53,10 +54,9 @@ def test_bad_runs_exit_non_zero_with_one_line(ingest_env, args, code, message):
 
 
 def test_collection_of_another_size_is_refused_before_writing(ingest_env):
-    from tasks.core.settings import IngestSettings, StoreLocation
-    from tasks.core.store import get_store
+    from tasks.core.settings import IngestSettings
 
-    store = get_store(StoreLocation.embedded(IngestSettings().store, ingest_env))
+    store = get_store(IngestSettings().store_location())
     store.ensure_collection("small", 8)
     result = runner.invoke(app, ["run", str(MIXED), "--collection", "small"])
     assert result.exit_code == 1 and "8-d" in result.stderr
@@ -79,7 +79,7 @@ def test_console_script_end_to_end(cli_env):
                            env=env, capture_output=True, text=True, timeout=120)
     assert found.returncode == 0, found.stderr
     [hit] = json.loads(found.stdout)
-    assert hit["file_name"] == "alpine-lakes-field-guide.pdf" and hit["page_start"] <= 2 <= hit["page_end"]
+    assert hit["file"] == "alpine-lakes-field-guide.pdf" and hit["page_start"] <= 2 <= hit["page_end"]
 
 
 def test_prune_and_overwrite_from_the_command_line(ingest_env, tmp_path):
@@ -101,10 +101,9 @@ def test_prune_and_overwrite_from_the_command_line(ingest_env, tmp_path):
 
 
 def test_overwrite_recreates_a_collection_of_another_size(ingest_env):
-    from tasks.core.settings import IngestSettings, StoreLocation
-    from tasks.core.store import get_store
+    from tasks.core.settings import IngestSettings
 
-    store = get_store(StoreLocation.embedded(IngestSettings().store, ingest_env))
+    store = get_store(IngestSettings().store_location())
     store.ensure_collection("resized", 8)
     refused = runner.invoke(app, ["run", str(SAMPLES), "--collection", "resized"])
     assert refused.exit_code == 1 and "--overwrite" in refused.stderr
@@ -123,8 +122,6 @@ def test_export_and_migrate_from_the_command_line(ingest_env, store_backend):
     with_vectors = runner.invoke(app, ["export", "--collection", "moving", "--vectors"])
     assert len(json.loads(with_vectors.stdout.splitlines()[0])["vector"]) == 384
 
-    from tasks.core.store import close_stores
-
     close_stores()  # the migration opens both embedded stores itself
     other = "qdrant-local" if store_backend == "edge" else "edge"
     moved = runner.invoke(app, ["migrate", "--from", store_backend, "--to", other, "--collection", "moving"])
@@ -136,7 +133,7 @@ def test_export_and_migrate_from_the_command_line(ingest_env, store_backend):
     copied = runner.invoke(app, ["export", "--collection", "moving"])
     assert sorted(l["id"] for l in map(json.loads, copied.stdout.splitlines())) == sorted(r["id"] for r in lines)
     found = runner.invoke(app, ["search", "glacial lakes turquoise", "--collection", "moving", "--json"])
-    assert json.loads(found.stdout)[0]["file_name"] == "alpine-lakes-field-guide.pdf"
+    assert json.loads(found.stdout)[0]["file"] == "alpine-lakes-field-guide.pdf"
     bad = runner.invoke(app, ["migrate", "--from", "edge", "--to", "edge"])
     assert bad.exit_code == 2
     missing = runner.invoke(app, ["export", "--collection", "nope"])

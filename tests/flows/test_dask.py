@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from tasks.core.store import close_stores
 from tests.conftest import (
+    close_stores,
     MIXED,
     MIXED_EXPECTED,
     assert_same_store,
@@ -33,9 +33,9 @@ def cluster():
 
 def _model_loads(client) -> dict:
     def loads() -> int:
-        from tasks.core.embedding import load_model
+        from tasks.core.resources import resources
 
-        return load_model.cache_info().misses
+        return resources().model_loads
 
     return client.run(loads)
 

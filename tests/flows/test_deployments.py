@@ -16,11 +16,21 @@ def test_served_deployment_has_the_typed_parameter_form():
 
     [manual] = build_deployments()
     schema = manual._parameter_openapi_schema.model_dump()
-    assert schema["required"] == ["params"]
-    fields = schema["definitions"]["IngestParams"]["properties"]
-    assert {"sources", "include", "collection", "chunk_tokens", "chunk_overlap", "overwrite"} <= set(fields)
-    assert fields["chunk_tokens"]["anyOf"][0]["minimum"] == 16
-    assert all(field.get("description") for field in fields.values())
+    assert schema["required"] == ["sources"]
+    fields = schema["properties"]
+    assert list(fields) == ["sources", "include", "collection", "chunk_tokens", "chunk_overlap",
+                            "overwrite", "prune", "prune_max_fraction", "force_prune"]
+    # Flat, typed fields with their real defaults and bounds: no nullable "default: setting".
+    assert fields["chunk_tokens"] == {
+        "default": 192, "maximum": 8192, "minimum": 16, "position": 3, "type": "integer",
+        "title": "Chunk size (tokens)",
+        "description": "Tokens per chunk, counted by the model's tokenizer; must fit the model's input"}
+    assert fields["collection"]["default"] == "documents" and fields["collection"]["type"] == "string"
+    assert fields["prune_max_fraction"]["maximum"] == 1.0
+    assert all(field.get("description") and field.get("title") for field in fields.values())
+    assert not any("anyOf" in field for field in fields.values())
+    # The deployment carries the environment's collection and chunking as its parameters.
+    assert manual.parameters == {"collection": "documents", "chunk_tokens": 192, "chunk_overlap": 32}
 
 
 def test_prefect_yaml_entrypoints_load():

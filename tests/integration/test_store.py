@@ -11,9 +11,9 @@ import pytest
 from tasks.core.errors import CollectionMismatchError, StoreError, StoreUnavailableError
 from tasks.core.ids import point_id
 from tasks.core.settings import StoreLocation
-from tasks.core.store import StoredPoint, VectorStore, get_store, open_store
-from tasks.core.store_qdrant import QdrantClientStore
-from tests.conftest import free_port
+from tasks.core.store import StoredPoint, VectorStore, open_store
+from tasks.core.store.qdrant import QdrantClientStore
+from tests.conftest import free_port, get_store
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 from tasks.core.ids import point_id
 from tasks.core.settings import StoreLocation
 from tasks.core.store import StoredPoint, open_store
-from tasks.core.store_edge import EdgeStore
+from tasks.core.store.edge import EdgeStore
 from tasks.core.transfer import copy_collection, export_records
 
 pytestmark = pytest.mark.integration
@@ -66,7 +66,7 @@ def test_export_lines(tmp_path, store_backend):
 
 def test_edge_searches_exactly_before_the_index_and_the_same_after(tmp_path):
     # 384-d like the model's vectors: 8,000 of them pass Edge's default indexing threshold.
-    store = EdgeStore(StoreLocation.embedded("edge", tmp_path), optimize_threshold=1000)
+    store = EdgeStore(StoreLocation.embedded("edge", tmp_path, optimize_threshold=1000))
     try:
         store.ensure_collection("docs", 384)
         points = make_points(8000, dim=384)
@@ -78,7 +78,7 @@ def test_edge_searches_exactly_before_the_index_and_the_same_after(tmp_path):
         assert store.maintain("docs") is None  # nothing waits any more
         after = [[h.payload["text"] for h in store.search("docs", q, limit=5)] for q in queries]
         assert [a[0] for a in after] == ["t3", "t700", "t7999"]
-        small = EdgeStore(StoreLocation.embedded("edge", tmp_path / "small"), optimize_threshold=20_000)
+        small = EdgeStore(StoreLocation.embedded("edge", tmp_path / "small", optimize_threshold=20_000))
         small.ensure_collection("docs", 384)
         small.upsert_points("docs", points[:100])
         assert small.maintain("docs") is None  # below the threshold: exact search is cheap

@@ -1,15 +1,19 @@
-"""A group's chunks go to the model in one call; vectors come back to the right files, and a
-file that breaks the model costs only itself. (A stand-in embedder: pure logic only.)"""
+"""The embed stage: a group's chunks go to the model in one call; vectors come back to the
+right files, and a file that breaks the model costs only itself. (A stand-in embedder: pure
+logic only.)"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from tasks.core.chunking import Chunker
-from tasks.core.models import Reason, Status
-from tasks.core.process import FileProcessor
+from tasks.core.models import FileOutcome, Reason, Status
+from tasks.core.readers import read_text
 from tasks.core.sources import discover_files
-from tests.conftest import make_config
+from tasks.core.stages.chunk import chunk
+from tasks.core.stages.embed import embed
+from tasks.core.stages.group import Group, Settled
+from tasks.core.stages.read import ReadFile
 
 
 class RecordingEmbedder:
@@ -27,10 +31,14 @@ class RecordingEmbedder:
         return np.array([[len(t), t.count(" "), hash(t) % 97, 1.0] for t in texts], dtype=np.float32)
 
 
-def processor(tmp_path, tokenizer, embedder) -> FileProcessor:
-    config = make_config(tmp_path / "store")
-    chunker = Chunker(tokenizer, chunk_tokens=32, overlap=4, max_tokens=254)
-    return FileProcessor(config=config, embedder=embedder, chunker=chunker)
+def chunked_group(folder, tokenizer):
+    """The folder's files read and chunked (no store, no model)."""
+    files = list(discover_files([str(folder)]))
+    read = [ReadFile(file=f, document=read_text(open(f.path, "rb").read()), replaces=False, seconds=0.0)
+            for f in files if f.size]
+    empty = [Settled(FileOutcome.rejected(f.uri, Reason.EMPTY, "no content")) for f in files if not f.size]
+    group = Group(sources=tuple(f.uri for f in files)).then("read", 0.0, read, empty)
+    return chunk(group, Chunker(tokenizer, chunk_tokens=32, overlap=4, max_tokens=254))
 
 
 def write(folder, name: str, words: int, word: str = "lake") -> None:
@@ -38,38 +46,31 @@ def write(folder, name: str, words: int, word: str = "lake") -> None:
 
 
 def test_one_call_for_the_group_and_vectors_reach_their_files(tmp_path, tokenizer):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    write(docs, "a.txt", 40)
-    write(docs, "b.txt", 90, "moraine")
-    (docs / "empty.txt").write_text("")
-    write(docs, "c.txt", 10, "firn")
-    files = list(discover_files([str(docs)]))
+    write(tmp_path, "a.txt", 40)
+    write(tmp_path, "b.txt", 90, "moraine")
+    (tmp_path / "empty.txt").write_text("")
+    write(tmp_path, "c.txt", 10, "firn")
     embedder = RecordingEmbedder()
-    prepared, failures = processor(tmp_path, tokenizer, embedder).prepare_group(files, {})
-    assert failures == [] and list(prepared) == [f.uri for f in files]
+    group = embed(chunked_group(tmp_path, tokenizer), embedder, batch_size=16)
     assert len(embedder.calls) == 1
-    by_name = {uri.rsplit("/", 1)[-1]: item for uri, item in prepared.items()}
-    assert by_name["empty.txt"].outcome.reason is Reason.EMPTY and by_name["empty.txt"].points is None
-    for name in ("a.txt", "b.txt", "c.txt"):
-        item = by_name[name]
-        assert item.outcome.status is Status.INDEXED and item.outcome.chunks == len(item.points) > 0
-        for point in item.points:  # each vector is the one computed from this point's own text
-            text = point.payload["text"]
-            assert point.vector[:3] == [len(text), text.count(" "), hash(text) % 97]
+    assert [s.outcome.reason for s in group.settled] == [Reason.EMPTY]
+    assert sorted(f.chunked.file.name for f in group.files) == ["a.txt", "b.txt", "c.txt"]
+    assert set(group.seconds) == {"read", "chunk", "embed"}
+    for item in group.files:
+        assert len(item.vectors) == len(item.chunked.chunks) > 0
+        for piece, vector in zip(item.chunked.chunks, item.vectors):
+            # each vector is the one computed from this chunk's own text
+            assert list(vector[:3]) == [len(piece.text), piece.text.count(" "), hash(piece.text) % 97]
 
 
 def test_a_file_that_breaks_the_model_fails_alone(tmp_path, tokenizer):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    write(docs, "a.txt", 30)
-    write(docs, "b.txt", 30, "poison")
-    write(docs, "c.txt", 30, "firn")
-    files = list(discover_files([str(docs)]))
+    write(tmp_path, "a.txt", 30)
+    write(tmp_path, "b.txt", 30, "poison")
+    write(tmp_path, "c.txt", 30, "firn")
     embedder = RecordingEmbedder()
-    prepared, failures = processor(tmp_path, tokenizer, embedder).prepare_group(files, {})
-    outcomes = {uri.rsplit("/", 1)[-1]: item.outcome for uri, item in prepared.items()}
-    assert (outcomes["b.txt"].status, outcomes["b.txt"].reason) == (Status.FAILED, Reason.ERROR)
-    assert "cannot take this" in outcomes["b.txt"].detail
-    assert outcomes["a.txt"].status is outcomes["c.txt"].status is Status.INDEXED
+    group = embed(chunked_group(tmp_path, tokenizer), embedder, batch_size=16)
+    [failed] = group.settled
+    assert (failed.outcome.status, failed.outcome.reason) == (Status.FAILED, Reason.ERROR)
+    assert failed.outcome.source.endswith("/b.txt") and "cannot take this" in failed.outcome.detail
+    assert sorted(f.chunked.file.name for f in group.files) == ["a.txt", "c.txt"]
     assert len(embedder.calls) == 4  # the group, then each file alone

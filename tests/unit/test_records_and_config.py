@@ -44,7 +44,8 @@ def test_summary_totals():
     assert [o.source for o in summary.files] == ["a", "b", "c", "d", "e"]
     t = summary.totals
     assert (t.files, t.indexed, t.unchanged, t.failed, t.skipped) == (5, 2, 1, 1, 1)
-    assert t.chunks == 9 and t.pages == 3 and t.chunks_per_second == 4.5
+    # chunks: what the rows hold (the unchanged file's 4 too); embedded: this run's 9
+    assert t.chunks == 13 and t.chunks_embedded == 9 and t.pages == 3 and t.chunks_per_second == 4.5
     dumped = summary.model_dump(mode="json")
     assert set(dumped["files"][0]) >= {"source", "status", "reason", "detail", "pages", "chunks", "seconds"}
 
@@ -57,11 +58,15 @@ def test_settings_from_environment(monkeypatch, tmp_path):
     settings = IngestSettings()
     assert settings.qdrant_url == "http://127.0.0.1:6333"
     assert "k-123" not in repr(settings)  # SecretStr
-    config = PipelineConfig.build(settings, IngestParams(sources=["."]))
+    # The environment gives the defaults of the entry points' parameters, not of IngestParams.
+    config = PipelineConfig.build(settings, IngestParams.with_defaults_from(settings, sources=["."]))
     assert config.store.url == "http://127.0.0.1:6333" and config.store.path is None
     assert config.store.kind == "qdrant-server"
     assert (config.chunk_tokens, config.collection) == (128, "papers")
     assert "k-123" not in config.model_dump_json()
+    assert PipelineConfig.build(settings, IngestParams(sources=["."])).chunk_tokens == 192
+    halved = IngestParams.with_defaults_from(IngestSettings(), sources=["."], chunk_tokens=40)
+    assert (halved.chunk_tokens, halved.chunk_overlap) == (40, 20)  # the default overlap, halved
 
 
 def test_edge_is_the_embedded_default_and_qdrant_local_is_explicit(monkeypatch, tmp_path):

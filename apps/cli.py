@@ -15,6 +15,7 @@ from typing import Annotated, NoReturn, Optional
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -24,25 +25,18 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    # Escaped: a message may hold brackets (a file name, "pip install 'knowledge-ingest[dask]'").
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
 
 
-def _validation_message(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ())) or "parameters"
-    message = first["msg"].removeprefix("Value error, ")
-    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"invalid {where}: {message}{more}"
-
-
 def _settings():
-    from tasks.core.settings import IngestSettings
+    from tasks.core.settings import IngestSettings, validation_message
 
     try:
         return IngestSettings()
     except ValidationError as exc:
-        _fail(f"bad environment setting: {_validation_message(exc)}", 2)
+        _fail(f"bad environment setting: {validation_message(exc)}", 2)
 
 
 def _configure_prefect(verbose: bool) -> None:
@@ -60,41 +54,33 @@ def _status_style(status: str) -> str:
             "failed": "red", "deleted": "magenta"}[status]
 
 
-def _display_name(uri: str, sources: list[str]) -> str:
-    """The file's path relative to the source it came from, for a readable table."""
-    from urllib.parse import unquote
+def _print_summary(summary) -> None:
+    from tasks.core.rows import file_row
 
-    from tasks.core.sources import local_path
-
-    for source in sources:
-        root = source if source.startswith("s3://") else local_path(source).resolve().as_uri()
-        root = root.rstrip("/") + "/"
-        if uri.startswith(root):
-            return unquote(uri[len(root):])
-    return unquote(uri.removeprefix("file://"))
-
-
-def _print_summary(summary, sources: list[str]) -> None:
     table = Table(title=f"Ingest into {summary.collection!r}", title_justify="left")
     for column, justify in (("file", "left"), ("status", "left"), ("reason", "left"),
                             ("pages", "right"), ("chunks", "right"), ("seconds", "right"),
                             ("detail", "left")):
         table.add_column(column, justify=justify, overflow="fold")
     for o in summary.files:
-        style = _status_style(o.status.value)
-        table.add_row(_display_name(o.source, sources), f"[{style}]{o.status.value}[/]",
-                      "" if o.reason.value == "ok" else o.reason.value,
-                      "" if o.pages is None else str(o.pages), str(o.chunks), f"{o.seconds:.2f}",
-                      o.detail)
+        row = file_row(o, summary.sources)
+        style = _status_style(row["status"])
+        # Cells are plain text (markup=False): a name like report[1].pdf must stay as it is.
+        table.add_row(escape(row["file"]), f"[{style}]{row['status']}[/]",
+                      "" if row["reason"] == "ok" else row["reason"],
+                      "" if row["pages"] is None else str(row["pages"]), str(row["chunks"]),
+                      f"{row['seconds']:.2f}", escape(row["detail"]))
     out.print(table)
     t = summary.totals
     counts = ", ".join(f"[{_status_style(name)}]{count} {name}[/]" for name, count in (
         ("indexed", t.indexed), ("updated", t.updated), ("unchanged", t.unchanged),
         ("skipped", t.skipped), ("failed", t.failed), ("deleted", t.deleted)) if count)
-    out.print(f"{t.files} files: {counts or 'none'} — {t.chunks} chunks embedded in {t.seconds:.1f}s "
-              f"({t.chunks_per_second} chunks/s)", highlight=False)
+    stages = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in t.seconds_by_stage.items())
+    out.print(f"{t.files} files: {counts or 'none'} — {t.chunks_embedded} chunks embedded in "
+              f"{t.seconds:.1f}s ({t.chunks_per_second} chunks/s)"
+              + (f"; by stage: {stages}" if stages else ""), highlight=False)
     if summary.prune is not None and summary.prune.refused:
-        err.print(f"[bold yellow]warning:[/] {summary.prune.refused}", highlight=False)
+        err.print(f"[bold yellow]warning:[/] {escape(summary.prune.refused)}", highlight=False)
 
 
 @app.command()
@@ -119,63 +105,55 @@ def run(
 ) -> None:
     """Ingest every file of SOURCES and print one outcome per file."""
     _configure_prefect(verbose)
-    # The flow reads its settings from the environment, in this process.
-    if dask_address:
-        os.environ["INGEST_DASK_ADDRESS"] = dask_address
-    if dask_workers:
-        os.environ["INGEST_DASK_WORKERS"] = str(dask_workers)
     from flows.runners import dask_runner
     from tasks.core.errors import IngestError
-    from tasks.core.process import prepare_store
-    from tasks.core.settings import IngestParams, PipelineConfig
+    from tasks.core.resources import resources
+    from tasks.core.rows import run_report
+    from tasks.core.settings import IngestParams, PipelineConfig, validation_message
     from tasks.core.sources import check_sources
+    from tasks.core.stages.prepare import prepare
 
-    try:
-        params = IngestParams(sources=sources, include=include or [], collection=collection,
-                              overwrite=overwrite, chunk_tokens=chunk_tokens,
-                              chunk_overlap=chunk_overlap, prune=prune or force_prune,
-                              prune_max_fraction=prune_max_fraction, force_prune=force_prune)
-    except ValidationError as exc:
-        _fail(_validation_message(exc), 2)
     settings = _settings()
+    try:
+        params = IngestParams.with_defaults_from(
+            settings, sources=sources, include=include or [], collection=collection,
+            overwrite=overwrite, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
+            prune=prune or force_prune, prune_max_fraction=prune_max_fraction,
+            force_prune=force_prune)
+    except ValidationError as exc:
+        _fail(validation_message(exc), 2)
     try:
         # Everything that would make the whole run impossible is checked here, before Prefect
         # starts, so it ends as one line instead of a flow-run traceback.
-        config = PipelineConfig.build(settings, params)
-        dask_runner(settings)  # refuses a bad Dask choice before anything starts
+        runner = dask_runner(dask_address or settings.dask_address,
+                             dask_workers or settings.dask_workers)
         check_sources(params.sources)
-        prepare_store(config)
+        prepare(PipelineConfig.build(settings, params), resources())
     except (IngestError, ValueError) as exc:
         _fail(str(exc))
-
-    from prefect.task_runners import ThreadPoolTaskRunner
 
     from flows import progress
     from flows.ingest_flow import ingest_documents
 
-    flow = ingest_documents.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.workers))
+    flow = ingest_documents if runner is None else ingest_documents.with_options(task_runner=runner)
     bar = None if as_json or not err.is_terminal else _progress_bar()
     try:
         if bar is not None:
             with bar:
                 task_id = bar.add_task("ingesting", total=None)
-                listener = lambda done, found, listed: bar.update(  # noqa: E731
-                    task_id, completed=done, total=found if listed else None)
-                progress.add_listener(listener)
-                try:
-                    summary = flow(params)
-                finally:
-                    progress.remove_listener(listener)
+                with progress.listening(lambda done, found, listed: bar.update(
+                        task_id, completed=done, total=found if listed else None)):
+                    summary = flow(**params.model_dump())
         else:
-            summary = flow(params)
+            summary = flow(**params.model_dump())
     except IngestError as exc:
         _fail(str(exc))
     except Exception as exc:
         _fail(f"the run failed: {type(exc).__name__}: {exc}")
     if as_json:
-        sys.stdout.write(json.dumps(summary.model_dump(mode="json")) + "\n")
+        sys.stdout.write(json.dumps(run_report(summary)) + "\n")
     else:
-        _print_summary(summary, sources)
+        _print_summary(summary)
     if summary.interrupted:
         err.print("[bold yellow]interrupted:[/] files in flight finished; run again to ingest the "
                   "rest (unchanged files are skipped)", highlight=False)
@@ -195,6 +173,18 @@ def _progress_bar():
                     TimeElapsedColumn(), console=err, transient=True)
 
 
+def _config(collection: str | None):
+    """The config of commands that only read a collection (search, export)."""
+    from tasks.core.settings import IngestParams, PipelineConfig, validation_message
+
+    settings = _settings()
+    try:
+        return PipelineConfig.build(settings, IngestParams.with_defaults_from(
+            settings, sources=["."], collection=collection))
+    except ValidationError as exc:
+        _fail(validation_message(exc), 2)
+
+
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What to look for")],
@@ -204,21 +194,17 @@ def search(
 ) -> None:
     """Show the chunks nearest to QUERY, citing file and page."""
     from tasks.core.errors import IngestError
+    from tasks.core.resources import resources
+    from tasks.core.rows import hit_row
     from tasks.core.search import search as run_search
-    from tasks.core.settings import IngestParams, PipelineConfig
 
     try:
-        config = PipelineConfig.build(_settings(), IngestParams(sources=["."], collection=collection))
-        hits = run_search(query, config, limit=k)
-    except ValidationError as exc:
-        _fail(_validation_message(exc), 2)
+        config = _config(collection)
+        hits = run_search(query, config, resources(), limit=k)
     except IngestError as exc:
         _fail(str(exc))
     if as_json:
-        sys.stdout.write(json.dumps([{"score": h.score, "source": h.source, "file_name": h.file_name,
-                                      "page_start": h.page_start, "page_end": h.page_end,
-                                      "chunk_index": h.chunk_index, "text": h.text}
-                                     for h in hits]) + "\n")
+        sys.stdout.write(json.dumps([hit_row(h) for h in hits]) + "\n")
         return
     if not hits:
         out.print(f"no hits in {config.collection!r}")
@@ -227,7 +213,7 @@ def search(
     for column in ("score", "file", "pages", "text"):
         table.add_column(column, overflow="fold")
     for hit in hits:
-        table.add_row(f"{hit.score:.3f}", hit.file_name, hit.pages, hit.snippet())
+        table.add_row(f"{hit.score:.3f}", escape(hit.file_name), hit.pages, escape(hit.snippet()))
     out.print(table)
 
 
@@ -238,13 +224,12 @@ def export(
 ) -> None:
     """Write every point of a collection to standard output as JSON lines."""
     from tasks.core.errors import IngestError
-    from tasks.core.settings import IngestParams, PipelineConfig
-    from tasks.core.store import get_store
+    from tasks.core.resources import resources
     from tasks.core.transfer import export_records
 
-    config = PipelineConfig.build(_settings(), IngestParams(sources=["."], collection=collection))
+    config = _config(collection)
     try:
-        for record in export_records(get_store(config.store), config.collection, vectors=vectors):
+        for record in export_records(resources().store(config.store), config.collection, vectors=vectors):
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
     except IngestError as exc:
         _fail(str(exc))
@@ -290,7 +275,7 @@ def api(
     _configure_prefect(verbose=False)
     import uvicorn
 
-    from flows.api import create_app
+    from apps.api import create_app
 
     uvicorn.run(create_app(_settings()), host=host, port=port)
 
@@ -339,7 +324,7 @@ def watch(
         _fail(str(exc), 2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stderr)
-    from flows.watch import EventSender
+    from apps.events import EventSender
 
     digest = hashlib.sha1(f"{url}|{queue_url}".encode()).hexdigest()[:10]
     watch_state = WatchState(Path(state or f".ingest/watch/{bucket}-{digest}.sqlite"))

@@ -17,8 +17,8 @@ from typing import Any
 
 from tasks.core.errors import CollectionMismatchError, IngestError, StoreError
 from tasks.core.settings import StoreLocation
-from tasks.core.store import (
-    SOURCE_FIELD,
+from tasks.core.payload import SOURCE
+from tasks.core.store.base import (
     SearchHit,
     StoredPoint,
     VectorStore,
@@ -26,19 +26,17 @@ from tasks.core.store import (
 )
 
 CONFIG_FILE = "edge_config.json"
-# Points waiting for the graph index before a run's end triggers optimize(): below this, exact
-# search over them costs a few milliseconds and indexing them would cost more than it saves.
-DEFAULT_OPTIMIZE_THRESHOLD = 20_000
 
 
 class EdgeStore(VectorStore):
     """Collections as Qdrant Edge shards; each shard is opened once per process, lazily."""
 
-    def __init__(self, location: StoreLocation, *,
-                 optimize_threshold: int = DEFAULT_OPTIMIZE_THRESHOLD) -> None:
+    def __init__(self, location: StoreLocation) -> None:
         super().__init__(location)
         self.root = Path(location.path)
-        self.optimize_threshold = optimize_threshold
+        # Points waiting for the graph index before a run's end triggers optimize(): below
+        # this, exact search over them costs a few milliseconds and indexing would cost more.
+        self.optimize_threshold = location.optimize_threshold
         self._shards: dict[str, Any] = {}
 
     def _folder(self, collection: str) -> Path:
@@ -88,7 +86,7 @@ class EdgeStore(VectorStore):
         folder.mkdir(parents=True, exist_ok=True)
         shard = EdgeShard.create(str(folder), EdgeConfig(
             vectors=EdgeVectorParams(size=dimension, distance=Distance.Cosine)))
-        shard.update(UpdateOperation.create_field_index(SOURCE_FIELD, PayloadSchemaType.Keyword))
+        shard.update(UpdateOperation.create_field_index(SOURCE, PayloadSchemaType.Keyword))
         self._shards[collection] = shard
 
     def _drop(self, collection: str) -> None:

@@ -1,37 +1,30 @@
-"""The vector store: one interface, the ingest semantics implemented once, two backends.
+"""The vector store interface: the ingest semantics implemented once on backend primitives.
 
 Backends provide a handful of primitives (upsert, delete and retrieve by ID, set payload,
 scroll, nearest-neighbour query, collection config); ``VectorStore`` builds everything the
 pipeline needs on them — collection checks, the crash-safe per-file write, head lookups,
-prune, export — so the semantics are the same whichever backend runs:
-
-* ``edge`` (default, embedded): Qdrant Edge, the Qdrant engine in-process, one shard folder
-  per collection under ``<INGEST_QDRANT_PATH>/edge/`` (``store_edge.py``);
-* ``qdrant-local`` / ``qdrant-server``: qdrant-client, in its local mode on a folder or against
-  a server when ``QDRANT_URL`` is set (``store_qdrant.py``).
-
-Every per-file operation goes by point ID, so its cost does not grow with the collection.
+prune, export — so the semantics are the same whichever backend runs (``edge.py``,
+``qdrant.py``). Every per-file operation goes by point ID, so its cost does not grow with the
+collection.
 """
 
 from __future__ import annotations
 
 import abc
-import atexit
 import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from tasks.core.errors import CollectionMismatchError, StoreError
 from tasks.core.ids import point_id
+from tasks.core.payload import CHUNK_COUNT, COMPLETE, EXTENT, SIGNATURE, SOURCE, FileHead
 from tasks.core.settings import StoreLocation
 
 T = TypeVar("T")
 
-SOURCE_FIELD = "source"
 HEAD_INDEX = 0  # a file's chunk 0 is its head point: it carries the file's commit marker
 
 
@@ -45,18 +38,6 @@ class StoredPoint:
 
 
 @dataclass(frozen=True)
-class FileHead:
-    """What the store holds for one source file, read from its head point's payload."""
-
-    content_sha256: str
-    config_fingerprint: str
-    chunk_count: int
-    page_count: int | None
-    signature: str | None
-    complete: bool  # the last write of this file finished: all its points are this version
-
-
-@dataclass(frozen=True)
 class SearchHit:
     score: float
     payload: dict[str, Any]
@@ -66,41 +47,6 @@ def store_in_use(location: StoreLocation) -> StoreError:
     """The error for an embedded store another process holds (they admit one at a time)."""
     return StoreError(f"the embedded store at {location.path} is in use by another process; "
                       "wait for it to finish or set QDRANT_URL to use a Qdrant server")
-
-
-@contextlib.contextmanager
-def exclusive_run(location: StoreLocation, *, wait_s: float,
-                  on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-    """Hold an embedded store for a whole run, across processes; a server needs no hold.
-
-    An embedded store admits one process at a time, and runs from several deployments
-    (schedule, events, UI) may start together: the later ones wait here for up to ``wait_s``
-    instead of failing on the store's own lock.
-    """
-    if location.kind == "qdrant-server":
-        yield
-        return
-    from filelock import FileLock, Timeout
-
-    Path(location.path).mkdir(parents=True, exist_ok=True)
-    lock = FileLock(Path(location.path) / ".ingest-run.lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        if on_wait is not None:
-            on_wait()
-        try:
-            lock.acquire(timeout=wait_s)
-        except Timeout:
-            raise StoreError(f"the embedded store at {location.path} is still in use by another "
-                             f"run after {wait_s:.0f}s (INGEST_STORE_WAIT_S)") from None
-    try:
-        yield
-    finally:
-        # Closed before the lock is released: the process may live on for a while (Prefect's
-        # teardown), and the next run, in another process, needs the store's own lock too.
-        close_store(location)
-        lock.release()
 
 
 def operation(call: Callable[..., T]) -> Callable[..., T]:
@@ -202,21 +148,14 @@ class VectorStore(abc.ABC):
         """Head payloads of the ``sources`` that are indexed: one lookup by ID for a group."""
         if not sources:
             return {}
-        heads = {}
-        for point in self._retrieve(collection, [point_id(s, HEAD_INDEX) for s in sources], None):
-            p = point.payload
-            heads[p[SOURCE_FIELD]] = FileHead(
-                content_sha256=p.get("content_sha256", ""),
-                config_fingerprint=p.get("config_fingerprint", ""),
-                chunk_count=int(p.get("chunk_count", 0)), page_count=p.get("page_count"),
-                signature=p.get("source_signature"), complete=bool(p.get("complete")))
-        return heads
+        return {point.payload[SOURCE]: FileHead.from_payload(point.payload)
+                for point in self._retrieve(collection, [point_id(s, HEAD_INDEX) for s in sources], None)}
 
     def _extents(self, collection: str, sources: Sequence[str]) -> dict[str, int]:
         """How many chunk indexes may hold points of each source (from the heads)."""
         heads = self._retrieve(collection, [point_id(s, HEAD_INDEX) for s in sources],
-                               [SOURCE_FIELD, "extent", "chunk_count"])
-        return {h.payload[SOURCE_FIELD]: int(h.payload.get("extent", h.payload.get("chunk_count", 1)))
+                               [SOURCE, EXTENT, CHUNK_COUNT])
+        return {h.payload[SOURCE]: int(h.payload.get(EXTENT, h.payload.get(CHUNK_COUNT, 1)))
                 for h in heads}
 
     @operation
@@ -233,19 +172,19 @@ class VectorStore(abc.ABC):
         count = len(points)
         extent = max(self._extents(collection, [source]).get(source, 0), count)
         head, rest = points[0], list(points[1:])
-        head.payload.update(complete=False, extent=extent)
+        head.payload.update({COMPLETE: False, EXTENT: extent})
         self._upsert(collection, [head])
         for begin in range(0, len(rest), batch_size):
             self._upsert(collection, rest[begin:begin + batch_size])
         surplus = [point_id(source, index) for index in range(count, extent)]
         for begin in range(0, len(surplus), batch_size):
             self._delete(collection, surplus[begin:begin + batch_size])
-        self._set_payload(collection, [head.id], {"complete": True, "extent": count})
+        self._set_payload(collection, [head.id], {COMPLETE: True, EXTENT: count})
 
     @operation
     def update_signature(self, collection: str, source: str, signature: str | None) -> None:
         """Record a new listing signature on an unchanged file's head (e.g. after a touch)."""
-        self._set_payload(collection, [point_id(source, HEAD_INDEX)], {"source_signature": signature})
+        self._set_payload(collection, [point_id(source, HEAD_INDEX)], {SIGNATURE: signature})
 
     def iter_points(self, collection: str, *, fields: list[str] | None = None,
                     with_vectors: bool = False, page: int = 1024) -> Iterator[StoredPoint]:
@@ -260,8 +199,8 @@ class VectorStore(abc.ABC):
 
     def indexed_sources(self, collection: str) -> set[str]:
         """Every source with points in the collection."""
-        return {p.payload[SOURCE_FIELD] for p in self.iter_points(collection, fields=[SOURCE_FIELD])
-                if SOURCE_FIELD in p.payload}
+        return {p.payload[SOURCE] for p in self.iter_points(collection, fields=[SOURCE])
+                if SOURCE in p.payload}
 
     @operation
     def delete_sources(self, collection: str, sources: list[str], *, batch_size: int = 256) -> None:
@@ -297,53 +236,3 @@ class VectorStore(abc.ABC):
         if self._vectors_config(collection) is None:
             return 0
         return self._count(collection)
-
-
-_stores: dict[StoreLocation, VectorStore] = {}
-_stores_lock = threading.Lock()
-
-
-def open_store(location: StoreLocation) -> VectorStore:
-    """A new store object for ``location`` (callers normally want ``get_store``)."""
-    from tasks.core.settings import IngestSettings
-
-    if location.kind == "edge":
-        from tasks.core.store_edge import EdgeStore
-
-        return EdgeStore(location, optimize_threshold=IngestSettings().edge_optimize_threshold)
-    from tasks.core.store_qdrant import QdrantClientStore
-
-    api_key = None
-    if location.kind == "qdrant-server":
-        # Read here, in the process that talks to the server, so it never travels in parameters.
-        secret = IngestSettings().qdrant_api_key
-        api_key = secret.get_secret_value() if secret else None
-    return QdrantClientStore(location, api_key=api_key)
-
-
-def get_store(location: StoreLocation) -> VectorStore:
-    """The process-wide store for ``location``, created on first use."""
-    with _stores_lock:
-        store = _stores.get(location)
-        if store is None:
-            if not _stores:
-                # Close before interpreter teardown: embedded engines flush and unlock then.
-                atexit.register(close_stores)
-            store = _stores[location] = open_store(location)
-        return store
-
-
-def close_store(location: StoreLocation) -> None:
-    """Close the cached store for ``location``, if open (the next use reopens it)."""
-    with _stores_lock:
-        store = _stores.pop(location, None)
-        if store is not None:
-            store.close()
-
-
-def close_stores() -> None:
-    """Close every cached store (flushes embedded ones and releases their folder locks)."""
-    with _stores_lock:
-        for store in _stores.values():
-            store.close()
-        _stores.clear()

@@ -30,6 +30,8 @@ from fastapi.responses import JSONResponse
 from tasks.core.errors import IngestError
 from tasks.core.landing import Landing, UploadRejected, checked_name, distinct_names
 from tasks.core.models import RunSummary
+from tasks.core.resources import resources
+from tasks.core.rows import file_row, hit_row
 from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
 from tasks.core.sources import display_name
 
@@ -37,14 +39,10 @@ RUN_START_TIMEOUT_S = 120
 
 
 def _result_rows(summary: RunSummary, names: dict[str, str]) -> list[dict[str, Any]]:
-    """One result per file: the name it was uploaded as and the name it landed under."""
-    rows = []
-    for o in summary.files:
-        stored_as = display_name(o.source)
-        rows.append({"file": names.get(o.source, stored_as), "stored_as": stored_as,
-                     "status": o.status.value, "reason": o.reason.value, "chunks": o.chunks,
-                     "pages": o.pages, "detail": o.detail})
-    return rows
+    """One result per file (the shared file row): ``file`` is the name it was uploaded as,
+    ``stored_as`` the name it landed under."""
+    return [file_row(o, summary.sources, name=names.get(o.source, display_name(o.source)))
+            | {"stored_as": display_name(o.source)} for o in summary.files]
 
 
 @contextlib.asynccontextmanager
@@ -54,9 +52,7 @@ async def _lifespan(app: FastAPI):
     # flush and unlock the embedded store and stop Prefect's temporary server here.
     from prefect.server.api.server import SubprocessASGIServer
 
-    from tasks.core.store import close_stores
-
-    close_stores()
+    resources().close()
     SubprocessASGIServer().stop()
 
 
@@ -96,19 +92,19 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         for upload, name in zip(files, names):
             landing.write(name, upload.file, limit=limit)
             landed[landing.uri(name)] = upload.filename or name
-        params = IngestParams(sources=list(landed), overwrite=overwrite)
+        params = IngestParams.with_defaults_from(settings, sources=list(landed), overwrite=overwrite)
         return run_pipeline(params, landed, wait=wait)
 
     def run_pipeline(params: IngestParams, names: dict[str, str], *, wait: bool):
         from flows.ingest_flow import ingest_documents
-        from tasks.core.process import prepare_store
+        from tasks.core.stages.prepare import prepare
 
         try:
-            prepare_store(PipelineConfig.build(settings, params))
+            prepare(PipelineConfig.build(settings, params), resources())
         except IngestError as exc:
             raise HTTPException(503, f"the store cannot take the run: {exc}") from exc
         if wait:
-            summary = ingest_documents(params)
+            summary = ingest_documents(**params.model_dump())
             return {"status": "done", "run_id": summary.run_id, "results": _result_rows(summary, names)}
         started = threading.Event()
         run: dict[str, str] = {}
@@ -118,7 +114,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             started.set()
 
         flow = ingest_documents.with_options(on_running=[on_running])
-        threading.Thread(target=flow, args=(params,), daemon=True, name="ingest-upload").start()
+        threading.Thread(target=flow, kwargs=params.model_dump(), daemon=True,
+                         name="ingest-upload").start()
         if not started.wait(RUN_START_TIMEOUT_S):
             raise HTTPException(503, "the run did not start in time")
         return JSONResponse({"status": "accepted", "run_id": run["id"]}, status_code=202)
@@ -147,11 +144,9 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             import json
 
             rows = tables[0].data if isinstance(tables[0].data, list) else json.loads(tables[0].data)
-            results = [{"file": display_name(r["source"]), "stored_as": display_name(r["source"]),
-                        "status": r["status"],
-                        "reason": r["reason"], "chunks": r["chunks"],
-                        "pages": r["pages"] if r["pages"] != "" else None, "detail": r["detail"]}
-                       for r in rows]
+            # The artifact holds the shared file rows (empty cells for None).
+            results = [{**r, "pages": r["pages"] if r["pages"] != "" else None,
+                        "stored_as": display_name(r["source"])} for r in rows]
         state = flow_run.state
         return {"run_id": str(run_id), "state": state.type.value if state else None,
                 "state_name": state.name if state else None, "results": results}
@@ -163,11 +158,9 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         from tasks.core.search import search as run_search
 
         try:
-            hits = run_search(q, PipelineConfig.build(settings), limit=k)
+            hits = run_search(q, PipelineConfig.build(settings), resources(), limit=k)
         except IngestError as exc:
             raise HTTPException(404 if "does not exist" in str(exc) else 503, str(exc)) from exc
-        return {"query": q, "hits": [{"score": h.score, "file": h.file_name, "source": h.source,
-                                      "page_start": h.page_start, "page_end": h.page_end,
-                                      "pages": h.pages, "text": h.text} for h in hits]}
+        return {"query": q, "hits": [hit_row(h) for h in hits]}
 
     return app

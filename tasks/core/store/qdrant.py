@@ -18,8 +18,8 @@ from tasks.core.errors import (
     StoreUnavailableError,
 )
 from tasks.core.settings import StoreLocation
-from tasks.core.store import (
-    SOURCE_FIELD,
+from tasks.core.payload import SOURCE
+from tasks.core.store.base import (
     SearchHit,
     StoredPoint,
     VectorStore,
@@ -81,7 +81,7 @@ class QdrantClientStore(VectorStore):
         self.client.create_collection(collection, vectors_config=models.VectorParams(
             size=dimension, distance=models.Distance.COSINE))
         if not self.embedded:  # local mode has no payload indexes (it scans)
-            self.client.create_payload_index(collection, SOURCE_FIELD, models.PayloadSchemaType.KEYWORD)
+            self.client.create_payload_index(collection, SOURCE, models.PayloadSchemaType.KEYWORD)
 
     def _drop(self, collection: str) -> None:
         self.client.delete_collection(collection)

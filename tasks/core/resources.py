@@ -1,0 +1,195 @@
+"""The one owner of a process's heavy resources: models, embedders, store handles, parse pool.
+
+Each is created lazily, on first use, and kept for the life of the process (a Dask worker
+process loads the model once and keeps it across tasks); ``close`` releases them all, and runs
+at interpreter exit. Stores are also closed at the end of each run (``close_stores``): an
+embedded store admits one process at a time, and the next run may be another process.
+
+The owner also keeps the retry memo of task runs (``retry_memo``): which files an attempt
+finished, so that Prefect's retry of a task redoes only the files that hit a transient fault.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from tasks.core.chunking import Chunker
+from tasks.core.embedding import (
+    Embedder,
+    LoadedModel,
+    load_model,
+    make_embedder,
+    select_runtime,
+)
+from tasks.core.isolation import ParsePool, isolation_available
+from tasks.core.models import Document
+from tasks.core.readers import read_pdf
+from tasks.core.settings import PipelineConfig, StoreLocation
+from tasks.core.store import VectorStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+class Resources:
+    """A process's models, embedders, stores and parse pool; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._models: dict[str, LoadedModel] = {}
+        self._embedders: dict[tuple[str, str], Embedder] = {}
+        self._runtimes: dict[tuple[str, str], str] = {}
+        self._chunkers: dict[tuple, Chunker] = {}
+        self._stores: dict[StoreLocation, VectorStore] = {}
+        self._pool: tuple[tuple, ParsePool] | None = None
+        self._memos: dict[Any, dict] = {}
+        #: How many times this process loaded a model (a Dask test checks it stays at one).
+        self.model_loads = 0
+
+    # -- the model ----------------------------------------------------------------------
+    def model(self, name: str) -> LoadedModel:
+        """The loaded model ``name`` (loaded on first use)."""
+        with self._lock:
+            loaded = self._models.get(name)
+            if loaded is None:
+                loaded = self._models[name] = load_model(name)
+                self.model_loads += 1
+            return loaded
+
+    def embedder(self, name: str, runtime: str = "fp32") -> Embedder:
+        """The model ``name`` on ``runtime`` (``fp32``, ``bf16``, ``bf16-openvino``)."""
+        with self._lock:
+            embedder = self._embedders.get((name, runtime))
+            if embedder is None:
+                embedder = self._embedders[(name, runtime)] = make_embedder(name, self.model(name), runtime)
+            return embedder
+
+    def runtime_for(self, name: str, precision: str) -> str:
+        """The runtime this CPU runs ``precision`` fastest on (timed once per process)."""
+        with self._lock:
+            runtime = self._runtimes.get((name, precision))
+            if runtime is None:
+                runtime = self._runtimes[(name, precision)] = select_runtime(
+                    name, self.model(name), precision, lambda r: self.embedder(name, r))
+            return runtime
+
+    def embedder_for(self, config: PipelineConfig) -> Embedder:
+        """The embedder a run uses: its chosen runtime, or this process's choice."""
+        runtime = config.embed_runtime or self.runtime_for(config.model, config.embed_precision)
+        return self.embedder(config.model, runtime)
+
+    def chunker(self, config: PipelineConfig) -> Chunker:
+        """The chunker for a run's model and chunk size."""
+        key = (config.model, config.chunk_tokens, config.chunk_overlap)
+        with self._lock:
+            chunker = self._chunkers.get(key)
+            if chunker is None:
+                loaded = self.model(config.model)
+                chunker = self._chunkers[key] = Chunker(
+                    loaded.tokenizer, chunk_tokens=config.chunk_tokens,
+                    overlap=config.chunk_overlap, max_tokens=loaded.max_tokens)
+            return chunker
+
+    # -- stores ---------------------------------------------------------------------------
+    def store(self, location: StoreLocation) -> VectorStore:
+        """The store at ``location`` (opened on first use)."""
+        with self._lock:
+            store = self._stores.get(location)
+            if store is None:
+                store = self._stores[location] = open_store(location, api_key=_server_api_key(location))
+            return store
+
+    def close_store(self, location: StoreLocation) -> None:
+        """Close the store at ``location`` if open (flushes an embedded one and releases its
+        folder lock); the next use reopens it."""
+        with self._lock:
+            store = self._stores.pop(location, None)
+        if store is not None:
+            store.close()
+
+    def close_stores(self) -> None:
+        """Close every open store."""
+        with self._lock:
+            stores, self._stores = list(self._stores.values()), {}
+        for store in stores:
+            store.close()
+
+    # -- PDF parsing ----------------------------------------------------------------------
+    def parse_pdf(self, config: PipelineConfig) -> Callable[..., Document]:
+        """Where this process parses PDFs: a pool of limited worker processes, unless this
+        process may not start children (then in-process, without the limits)."""
+        if not isolation_available():
+            return read_pdf
+        key = (config.parse_workers, config.parse_timeout_s, config.parse_memory_mb)
+        with self._lock:
+            if self._pool is None or self._pool[0] != key:
+                if self._pool is not None:
+                    self._pool[1].close()
+                self._pool = (key, ParsePool(workers=config.parse_workers,
+                                             timeout_s=config.parse_timeout_s,
+                                             memory_mb=config.parse_memory_mb))
+            return self._pool[1].read_pdf
+
+    # -- retries --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def retry_memo(self, key: Any, *, last_attempt: bool) -> Iterator[dict]:
+        """What earlier attempts of ``key`` (a task run) finished, kept across its retries.
+
+        Dropped when an attempt returns or fails for good; kept while it fails in a way that
+        will be retried (``TransientError`` before the last attempt).
+        """
+        from tasks.core.errors import TransientError
+
+        with self._lock:
+            memo = self._memos.setdefault(key, {})
+        try:
+            yield memo
+        except TransientError:
+            if last_attempt:
+                self._forget(key)
+            raise
+        except BaseException:
+            self._forget(key)
+            raise
+        self._forget(key)
+
+    def _forget(self, key: Any) -> None:
+        with self._lock:
+            self._memos.pop(key, None)
+
+    def close(self) -> None:
+        """Release everything: stores flushed and unlocked, parse workers stopped."""
+        self.close_stores()
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool[1].close()
+
+
+def _server_api_key(location: StoreLocation) -> str | None:
+    """A Qdrant server's key, read from this process's environment: it never travels in
+    parameters or configs."""
+    if location.kind != "qdrant-server":
+        return None
+    from tasks.core.settings import IngestSettings
+
+    secret = IngestSettings().qdrant_api_key
+    return secret.get_secret_value() if secret else None
+
+
+_owner: Resources | None = None
+_owner_lock = threading.Lock()
+
+
+def resources() -> Resources:
+    """This process's owner of heavy resources, created on first use, closed at exit."""
+    global _owner
+    with _owner_lock:
+        if _owner is None:
+            _owner = Resources()
+            atexit.register(_owner.close)
+        return _owner

@@ -1,0 +1,54 @@
+"""The ``chunk`` stage: each read file's text cut into token-aware chunks with page ranges.
+
+Deterministic and local: nothing here is retried.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from tasks.core.chunking import Chunker
+from tasks.core.errors import FileRejected
+from tasks.core.models import Chunk, Reason, SourceFile
+from tasks.core.stages.group import Group, Settled, settle_rejection
+from tasks.core.stages.read import ReadFile
+
+STAGE = "chunk"
+
+
+@dataclass(frozen=True)
+class ChunkedFile:
+    """A file as chunks, with what its points and outcome need of the document."""
+
+    file: SourceFile
+    chunks: tuple[Chunk, ...]
+    content_sha256: str
+    page_count: int | None
+    unreadable_pages: tuple[int, ...]
+    replaces: bool
+    seconds: float
+
+
+def chunk(group: Group[ReadFile], chunker: Chunker) -> Group[ChunkedFile]:
+    """Chunk every file of the group; a file without words to index is ``no_text``."""
+    started = time.perf_counter()
+    results = [settle_rejection(item.file.uri, time.perf_counter(),
+                                lambda item=item: chunk_file(item, chunker))
+               for item in group.files]
+    return group.then(STAGE, time.perf_counter() - started,
+                      files=[r for r in results if isinstance(r, ChunkedFile)],
+                      settled=[r for r in results if isinstance(r, Settled)])
+
+
+def chunk_file(item: ReadFile, chunker: Chunker) -> ChunkedFile:
+    started = time.perf_counter()
+    document = item.document
+    chunks = chunker.chunk_document(document)
+    if not chunks:
+        raise FileRejected(Reason.NO_TEXT, "no words to index after extraction",
+                           pages=document.page_count)
+    return ChunkedFile(file=item.file, chunks=tuple(chunks), content_sha256=document.content_sha256,
+                       page_count=document.page_count, unreadable_pages=document.unreadable_pages,
+                       replaces=item.replaces,
+                       seconds=item.seconds + time.perf_counter() - started)
