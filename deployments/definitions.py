@@ -8,12 +8,18 @@
 * ``on-new-objects`` — triggered by the watcher's ``s3.object.created`` events: one run per
   coalesced batch (the event labelled ``ingest.batch.last``), over exactly the batch's objects.
 
-``prefect.yaml`` declares the same three for ``prefect deploy --all``; ``serve.py`` serves them.
+They are declared once, here (``specs``), and rendered two ways: ``build_deployments`` for
+``serve.py`` (one process), and ``render_prefect_yaml`` for ``prefect deploy --all`` onto a work
+pool. The committed ``prefect.yaml`` is that rendering with ``{{ $INGEST_SCHEDULE_SOURCE }}`` and
+``{{ $INGEST_WATCH_URL }}`` left for ``prefect deploy`` to fill in (a test keeps it in sync);
+``python -m deployments.definitions > prefect.yaml`` renders it for the current ``INGEST_*``
+environment instead.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -76,6 +82,39 @@ class DeploymentSettings(BaseSettings):
         return params.model_dump(include={"collection", "chunk_tokens", "chunk_overlap"})
 
 
+ENTRYPOINT = "flows/ingest_flow.py:ingest_documents"
+WORK_POOL = "ingest-process"
+# Left in the committed prefect.yaml for `prefect deploy` to fill from its environment.
+SOURCE_PLACEHOLDER, WATCH_PLACEHOLDER = "{{ $INGEST_SCHEDULE_SOURCE }}", "{{ $INGEST_WATCH_URL }}"
+
+
+def specs(settings: DeploymentSettings) -> list[dict[str, Any]]:
+    """The deployments, as data: ``manual`` always, the others when configured. Each carries
+    the collection and chunking its runs use, so the run form shows them."""
+    defaults = settings.defaults()
+    declared: list[dict[str, Any]] = [{
+        "name": "manual", "tags": ["ingest"], "parameters": defaults,
+        "description": "Ingest documents on demand: fill in the sources in the run form."}]
+    if settings.schedule_sources:
+        params = settings.scheduled_params().model_dump(mode="json")
+        declared.append({
+            "name": "scheduled", "tags": ["ingest", "scheduled"], "parameters": params,
+            "description": f"Ingest {', '.join(settings.schedule_sources)} on a schedule "
+                           "(unchanged files are skipped without being read).",
+            "schedule": {"cron": settings.schedule_cron, "timezone": settings.schedule_timezone,
+                         "parameters": params}})
+    if settings.watch_url:
+        declared.append({
+            "name": "on-new-objects", "tags": ["ingest", "events"], "parameters": defaults,
+            "description": f"Ingest new objects under {settings.watch_url} as `ingest watch` "
+                           "announces them, one run per batch.",
+            "trigger": {"name": "new objects", "expect": [EVENT_NAME],
+                        "match": {"prefect.resource.id": f"{settings.watch_url.rstrip('*')}*",
+                                  BATCH_LABEL: "true"},
+                        "parameters": {**defaults, "sources": "{{ event.payload.batch }}"}}})
+    return declared
+
+
 def _with_titles(deployment):
     """Prefect titles each form field with the parameter's name; show the titles stated on the
     parameter types instead (``Chunk size (tokens)``, not ``chunk_tokens``)."""
@@ -87,34 +126,68 @@ def _with_titles(deployment):
 
 
 def build_deployments(settings: DeploymentSettings | None = None) -> list:
-    """The deployments to serve: ``manual`` always, the others when configured."""
+    """The deployments to serve (``serve.py``)."""
     from prefect.events import DeploymentEventTrigger
     from prefect.schedules import Cron
 
     from flows.ingest_flow import ingest_documents
 
-    settings = settings or DeploymentSettings()
-    defaults = settings.defaults()
-    deployments = [ingest_documents.to_deployment(
-        name="manual", description="Ingest documents on demand: fill in the sources in the run form.",
-        tags=["ingest"], concurrency_limit=CONCURRENCY, parameters=defaults)]
-    if settings.schedule_sources:
-        params = settings.scheduled_params().model_dump(mode="json")
-        deployments.append(ingest_documents.to_deployment(
-            name="scheduled", description=f"Ingest {', '.join(settings.schedule_sources)} on a schedule "
-                                          "(unchanged files are skipped without being read).",
-            tags=["ingest", "scheduled"], concurrency_limit=CONCURRENCY, parameters=params,
-            schedules=[Cron(settings.schedule_cron, timezone=settings.schedule_timezone,
-                            parameters=params)]))
-    if settings.watch_url:
-        batch = {**defaults, "sources": "{{ event.payload.batch }}"}
-        deployments.append(ingest_documents.to_deployment(
-            name="on-new-objects", description=f"Ingest new objects under {settings.watch_url} "
-                                               "as `ingest watch` announces them, one run per batch.",
-            tags=["ingest", "events"], concurrency_limit=CONCURRENCY, parameters=defaults,
-            triggers=[DeploymentEventTrigger(
-                name="new objects", expect={EVENT_NAME},
-                match={"prefect.resource.id": f"{settings.watch_url.rstrip('*')}*",
-                       BATCH_LABEL: "true"},
-                parameters=batch)]))
-    return [_with_titles(d) for d in deployments]
+    deployments = []
+    for spec in specs(settings or DeploymentSettings()):
+        schedule, trigger = spec.get("schedule"), spec.get("trigger")
+        deployments.append(_with_titles(ingest_documents.to_deployment(
+            name=spec["name"], description=spec["description"], tags=spec["tags"],
+            concurrency_limit=CONCURRENCY, parameters=spec["parameters"],
+            schedules=[Cron(schedule["cron"], timezone=schedule["timezone"],
+                            parameters=schedule["parameters"])] if schedule else None,
+            triggers=[DeploymentEventTrigger(**trigger)] if trigger else None)))
+    return deployments
+
+
+def render_prefect_yaml(settings: DeploymentSettings | None = None) -> str:
+    """``prefect.yaml`` for ``prefect deploy --all`` onto the ``ingest-process`` work pool.
+
+    Without settings: every deployment, with the schedule's source and the watched prefix left
+    as placeholders that ``prefect deploy`` fills from its environment.
+    """
+    import yaml
+
+    if settings is None:
+        settings = DeploymentSettings.model_construct(
+            **{**DeploymentSettings().model_dump(), "schedule_sources": [SOURCE_PLACEHOLDER],
+               "watch_url": WATCH_PLACEHOLDER})
+    deployments = []
+    for spec in specs(settings):
+        entry: dict[str, Any] = {"name": spec["name"], "entrypoint": ENTRYPOINT,
+                                 "description": spec["description"], "tags": spec["tags"],
+                                 "concurrency_limit": CONCURRENCY, "parameters": spec["parameters"]}
+        if "schedule" in spec:
+            entry["schedules"] = [spec["schedule"]]
+        if "trigger" in spec:
+            entry["triggers"] = [{"type": "event", "enabled": True, **spec["trigger"]}]
+        entry["work_pool"] = {"name": WORK_POOL}
+        deployments.append(entry)
+    header = (
+        "# Rendered from deployments/definitions.py (the one declaration of the deployments):\n"
+        "#   python -m deployments.definitions > prefect.yaml\n"
+        "# Deploy onto a process work pool:\n"
+        f"#   prefect work-pool create {WORK_POOL} --type process\n"
+        "#   INGEST_SCHEDULE_SOURCE=s3://bucket/docs/ INGEST_WATCH_URL=s3://bucket/docs/ prefect deploy --all\n"
+        f"#   prefect worker start --pool {WORK_POOL}\n"
+        "# `{{ $NAME }}` is filled from the environment of `prefect deploy`; the flow's own settings\n"
+        "# (INGEST_QDRANT_PATH, QDRANT_URL, AWS_*) are read from the worker's environment at run time.\n")
+    class Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data) -> bool:  # each deployment reads on its own
+            return True
+
+    body = yaml.dump({"name": "knowledge-ingest", "prefect-version": "3.9.1",
+                      "deployments": deployments}, Dumper=Dumper, sort_keys=False, width=100,
+                     allow_unicode=True)
+    return header + body
+
+
+if __name__ == "__main__":
+    # Rendered for this environment's INGEST_* settings when any deployment is configured.
+    configured = DeploymentSettings()
+    sys.stdout.write(render_prefect_yaml(configured if configured.schedule_sources or configured.watch_url
+                                         else None))

@@ -77,7 +77,8 @@ class Store:
         self.location = StoreLocation.embedded("edge", path)
 
     def _with_store(self, action):
-        from tasks.core.store import close_stores, exclusive_run, get_store
+        from tasks.core.store import exclusive_run
+        from tests.conftest import close_stores, get_store
 
         if not Path(self.location.path).exists():
             return None
@@ -95,12 +96,13 @@ class Store:
         return self._with_store(lambda s: s.count("docs")) or 0
 
     def top_source(self, query: str) -> str:
+        from tasks.core.resources import resources
         from tasks.core.search import search
         from tasks.core.settings import IngestSettings, PipelineConfig
 
         config = PipelineConfig.build(IngestSettings(qdrant_path=Path(self.location.path).parent,
                                                      collection="docs"))
-        return self._with_store(lambda s: search(query, config, limit=1)[0].source)
+        return self._with_store(lambda s: search(query, config, resources(), limit=1)[0].source)
 
 
 def test_new_objects_become_searchable_in_batches_without_duplicates(stack: Stack):
@@ -166,21 +168,31 @@ def test_runs_started_like_the_ui_are_validated_by_the_server(stack: Stack):
     s3.put_object(Bucket=stack.bucket, Key="ui/heat.txt", Body=TOPICS["heat"].encode())
     deployment = wait_until(lambda: _deployment("manual"), timeout=120, what="manual deployment")
     schema = deployment.parameter_openapi_schema
-    assert schema["required"] == ["params"]
-    assert schema["definitions"]["IngestParams"]["properties"]["chunk_tokens"]["anyOf"][0]["minimum"] == 16
+    assert schema["required"] == ["sources"]
+    assert schema["properties"]["chunk_tokens"]["minimum"] == 16
+    assert schema["properties"]["chunk_tokens"]["title"] == "Chunk size (tokens)"
+    assert deployment.parameters["collection"] == "docs"  # INGEST_DEPLOY_COLLECTION, in the form
 
     run = run_deployment("ingest-documents/manual", timeout=240, parameters={
-        "params": {"sources": [f"s3://{stack.bucket}/ui/"], "collection": "docs", "chunk_tokens": 128}})
+        "sources": [f"s3://{stack.bucket}/ui/"], "collection": "docs", "chunk_tokens": 128})
     assert run.state.is_completed(), run.state
     assert _outcomes(run.id) == {f"s3://{stack.bucket}/ui/heat.txt": "indexed"}
 
     with _client() as client:
         for bad, field in (({"sources": ["x"], "chunk_tokens": 5}, "chunk_tokens"),
-                           ({"collection": "docs"}, "sources")):
+                           ({"collection": "docs"}, "sources"),
+                           ({"sources": ["x"], "collection": "bad name!"}, "collection")):
             with pytest.raises(PrefectHTTPStatusError) as refused:
-                client.create_flow_run_from_deployment(deployment.id, parameters={"params": bad})
+                client.create_flow_run_from_deployment(deployment.id, parameters=bad)
             assert refused.value.response.status_code == 409
             assert field in refused.value.response.text
+
+    # A combination no single field's bounds catch fails the run at once, in one line.
+    bad = run_deployment("ingest-documents/manual", timeout=240, parameters={
+        "sources": [f"s3://{stack.bucket}/ui/"], "chunk_tokens": 100, "chunk_overlap": 80})
+    assert bad.state.is_failed()
+    assert "must be at most half of chunk_tokens (100)" in bad.state.message
+    assert "\n" not in bad.state.message and "Traceback" not in bad.state.message
 
 
 def test_scheduled_deployment_carries_every_parameter(stack: Stack):
@@ -189,7 +201,8 @@ def test_scheduled_deployment_carries_every_parameter(stack: Stack):
     deployment = wait_until(lambda: _deployment("scheduled"), timeout=120, what="scheduled deployment")
     [schedule] = deployment.schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "Europe/Zurich")
-    assert schedule.parameters["params"]["sources"] == [f"s3://{stack.bucket}/inbox/"]
+    assert schedule.parameters["sources"] == [f"s3://{stack.bucket}/inbox/"]
+    assert schedule.parameters["collection"] == "docs"
     # A run with nothing but what the deployment carries, as the scheduler creates it.
     run = run_deployment("ingest-documents/scheduled", timeout=240)
     assert run.state.is_completed(), run.state

@@ -41,7 +41,9 @@ def test_prefect_yaml_deploys_three_deployments_a_worker_runs(prefect_api, moto_
         assert {d.work_pool_name for d in deployments.values()} == {"ingest-process"}
         [schedule] = deployments["scheduled"].schedules
         assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
-        assert schedule.parameters == {"params": {"sources": [f"s3://{bucket}/docs/"]}}
+        assert schedule.parameters["sources"] == [f"s3://{bucket}/docs/"]
+        assert schedule.parameters == deployments["scheduled"].parameters  # it carries them all
+        assert deployments["manual"].parameter_openapi_schema["required"] == ["sources"]
         [automation] = client.read_automations()
         trigger = automation.trigger
         assert trigger.expect == {"s3.object.created"}

@@ -38,3 +38,30 @@ def cli_env(subprocess_prefect_home, tmp_path):
     env.pop("PREFECT_API_URL", None)  # the test harness's server is not for subprocesses
     env.pop("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", None)  # set by in-process CLI tests
     return env
+
+
+@pytest.fixture()
+def flaky_store_writes(monkeypatch):
+    """A fault at the store adapter's boundary: chosen files' point writes fail transiently."""
+    from tasks.core.errors import StoreUnavailableError
+    from tasks.core.store.edge import EdgeStore
+    from tasks.core.store.qdrant import QdrantClientStore
+
+    state = {"failures_left": 0, "victim": "heat-pumps.txt", "attempts": 0}
+
+    def patch(cls):
+        original = cls._upsert
+
+        def upsert(self, collection, points):
+            if any(str(p.payload.get("source", "")).endswith(state["victim"]) for p in points):
+                state["attempts"] += 1
+                if state["failures_left"] != 0:
+                    state["failures_left"] -= 1
+                    raise StoreUnavailableError("connection reset by the store")
+            return original(self, collection, points)
+
+        monkeypatch.setattr(cls, "_upsert", upsert)
+
+    patch(EdgeStore)
+    patch(QdrantClientStore)
+    return state

@@ -41,3 +41,38 @@ def test_prefect_yaml_entrypoints_load():
         path, name = deployment["entrypoint"].split(":")
         flow = load_flow_from_entrypoint(f"{ROOT / path}:{name}")
         assert flow.name == "ingest-documents"
+
+
+def test_prefect_yaml_is_the_rendering_of_the_one_declaration():
+    """prefect.yaml and the served deployments come from deployments/definitions.py alone."""
+    from deployments.definitions import render_prefect_yaml
+
+    assert (ROOT / "prefect.yaml").read_text() == render_prefect_yaml(), \
+        "prefect.yaml is stale: python -m deployments.definitions > prefect.yaml"
+    spec = yaml.safe_load(render_prefect_yaml())
+    names = [d["name"] for d in spec["deployments"]]
+    assert names == ["manual", "scheduled", "on-new-objects"]
+    scheduled = spec["deployments"][1]
+    # The schedule carries every parameter (a scheduled run never lacks one), the same as served.
+    assert scheduled["schedules"][0]["parameters"] == scheduled["parameters"]
+    assert scheduled["parameters"]["sources"] == ["{{ $INGEST_SCHEDULE_SOURCE }}"]
+    assert {"collection", "prune", "chunk_tokens"} <= set(scheduled["parameters"])
+
+
+def test_served_and_rendered_deployments_agree(monkeypatch):
+    from deployments.definitions import DeploymentSettings, build_deployments, render_prefect_yaml
+
+    monkeypatch.setenv("INGEST_SCHEDULE_SOURCES", "s3://b/docs/")
+    monkeypatch.setenv("INGEST_WATCH_URL", "s3://b/docs/")
+    monkeypatch.setenv("INGEST_DEPLOY_COLLECTION", "papers")
+    settings = DeploymentSettings()
+    served = {d.name: d for d in build_deployments(settings)}
+    rendered = {d["name"]: d for d in yaml.safe_load(render_prefect_yaml(settings))["deployments"]}
+    assert set(served) == set(rendered) == {"manual", "scheduled", "on-new-objects"}
+    for name, deployment in served.items():
+        assert deployment.parameters == rendered[name]["parameters"]
+        assert deployment.description == rendered[name]["description"]
+        assert deployment.concurrency_limit == rendered[name]["concurrency_limit"]
+    assert served["scheduled"].parameters["collection"] == "papers"
+    [trigger] = served["on-new-objects"].triggers
+    assert trigger.parameters == rendered["on-new-objects"]["triggers"][0]["parameters"]

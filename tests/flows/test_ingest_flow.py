@@ -166,32 +166,6 @@ def test_prune_through_the_flow_reports_deleted_rows_and_refusals(ingest_env, tm
     assert forced.totals.deleted == 2
 
 
-@pytest.fixture()
-def flaky_store_writes(monkeypatch):
-    """A fault at the store adapter's boundary: chosen files' point writes fail transiently."""
-    from tasks.core.store.edge import EdgeStore
-    from tasks.core.store.qdrant import QdrantClientStore
-
-    state = {"failures_left": 0, "victim": "heat-pumps.txt", "attempts": 0}
-
-    def patch(cls):
-        original = cls._upsert
-
-        def upsert(self, collection, points):
-            if any(str(p.payload.get("source", "")).endswith(state["victim"]) for p in points):
-                state["attempts"] += 1
-                if state["failures_left"] != 0:
-                    state["failures_left"] -= 1
-                    raise StoreUnavailableError("connection reset by the store")
-            return original(self, collection, points)
-
-        monkeypatch.setattr(cls, "_upsert", upsert)
-
-    patch(EdgeStore)
-    patch(QdrantClientStore)
-    return state
-
-
 def test_a_store_blip_is_retried_and_the_file_indexed(ingest_env, flaky_store_writes):
     flaky_store_writes["failures_left"] = 2
     summary = ingest_documents(sources=[str(MIXED)], include=["*.txt"], collection="blip")
