@@ -137,17 +137,25 @@ class Embedder:
         padding. One call at a time: torch already uses every core, and concurrent calls only
         contend. Callers should pass many files' chunks at once: the more texts, the less padding.
         """
+        return self.embed_timed(texts, token_counts, batch_size=batch_size)[0]
+
+    def embed_timed(self, texts: list[str], token_counts: list[int], *,
+                    batch_size: int) -> tuple[np.ndarray, float]:
+        """``embed``, and the seconds the model worked on it (not counting the wait for
+        another call to finish)."""
         if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
+            return np.zeros((0, self.dimension), dtype=np.float32), 0.0
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
         encode = self._batch_encoder()
         with self.loaded.lock, _autocast(self.precision if self.backend == "torch" else "fp32"):
+            started = time.perf_counter()
             for batch in plan_batches(token_counts, max_batch=batch_size):
                 vectors[batch] = encode([texts[i] for i in batch])
             release_freed_memory()
+            seconds = time.perf_counter() - started
         # Normalised in float32 whatever the precision of the forward pass.
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return vectors
+        return vectors, seconds
 
     def _batch_encoder(self) -> Callable[[list[str]], np.ndarray]:
         """One batch of texts → un-normalised float32 vectors, on this embedder's runtime."""

@@ -23,6 +23,8 @@ def test_run_json_then_search(ingest_env):
     report = json.loads(result.stdout)
     assert set(report) >= {"run_id", "collection", "files", "totals"} and report["prune"] is None
     assert report["collection"] == "cli" and report["totals"]["files"] == 6
+    assert set(report["totals"]["seconds_by_stage"]) >= {"prepare", "read", "chunk", "embed", "store"}
+    assert report["embed_runtime"] == "fp32" and report["totals"]["chunks_embedded"] > 0
     row = next(f for f in report["files"] if f["source"].endswith("/alpine-lakes.pdf"))
     assert list(row) == ["file", "status", "reason", "pages", "chunks", "seconds", "detail", "source"]
     assert row["file"] == "alpine-lakes.pdf"

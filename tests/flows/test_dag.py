@@ -40,7 +40,7 @@ def chains(task_runs) -> list[dict]:
 def counted(monkeypatch):
     """Counts what reaches the model (texts per call) and the source (downloads per file)."""
     counts = {"embedded": Counter(), "fetched": Counter(), "calls": 0}
-    embed, fetch = Embedder.embed, read_module.fetch
+    embed, fetch = Embedder.embed_timed, read_module.fetch
 
     def counting_embed(self, texts, token_counts, **kwargs):
         counts["embedded"].update(texts)
@@ -51,7 +51,7 @@ def counted(monkeypatch):
         counts["fetched"][file.name] += 1
         return fetch(file, limit)
 
-    monkeypatch.setattr(Embedder, "embed", counting_embed)
+    monkeypatch.setattr(Embedder, "embed_timed", counting_embed)
     monkeypatch.setattr(read_module, "fetch", counting_fetch)
     return counts
 

@@ -9,10 +9,10 @@ import subprocess
 import pytest
 
 from tests.conftest import (
-    close_stores,
     MIXED,
     MIXED_EXPECTED,
     assert_same_store,
+    close_stores,
     make_config,
     run_all,
     snapshot,
@@ -48,6 +48,8 @@ def test_dask_run_equals_the_local_run(cluster, cli_env, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     outcomes = {f["source"].rsplit("/", 1)[-1]: (f["status"], f["reason"]) for f in json.loads(done.stdout)["files"]}
     assert outcomes == MIXED_EXPECTED
+    # The same chain on the cluster: every stage ran (read/chunk/embed there, store here).
+    assert set(json.loads(done.stdout)["totals"]["seconds_by_stage"]) >= {"read", "chunk", "embed", "store"}
     loads = _model_loads(client)
     assert len(loads) == 2 and all(n <= 1 for n in loads.values()) and sum(loads.values()) >= 1
 

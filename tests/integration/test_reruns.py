@@ -9,16 +9,16 @@ import threading
 
 import pytest
 
-from tasks.core.stages import read as read_module
 from tasks.core.ids import point_id
 from tasks.core.models import Status
 from tasks.core.prune import prune_missing
+from tasks.core.stages import read as read_module
 from tests.conftest import (
-    close_stores,
-    get_store,
     MIXED,
     SAMPLES,
     assert_same_store,
+    close_stores,
+    get_store,
     make_config,
     run_all,
     snapshot,

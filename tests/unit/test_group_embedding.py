@@ -24,11 +24,11 @@ class RecordingEmbedder:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
-    def embed(self, texts, token_counts, *, batch_size):
+    def embed_timed(self, texts, token_counts, *, batch_size):
         self.calls.append(list(texts))
         if any("poison" in t for t in texts):
             raise RuntimeError("the model cannot take this")
-        return np.array([[len(t), t.count(" "), hash(t) % 97, 1.0] for t in texts], dtype=np.float32)
+        return np.array([[len(t), t.count(" "), hash(t) % 97, 1.0] for t in texts], dtype=np.float32), 0.01
 
 
 def chunked_group(folder, tokenizer):

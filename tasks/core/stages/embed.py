@@ -35,29 +35,33 @@ class EmbeddedFile:
 
 
 def embed(group: Group[ChunkedFile], embedder: Embedder, *, batch_size: int) -> Group[EmbeddedFile]:
-    """Embed the group's chunks together; a file the model cannot take fails alone."""
-    started = time.perf_counter()
-    embedded, settled = [], []
+    """Embed the group's chunks together; a file the model cannot take fails alone.
+
+    The stage's seconds are the model's working time: groups take turns on the model, and the
+    wait for another group's call is not this stage's work.
+    """
+    embedded, settled, worked = [], [], 0.0
     for item, vectors, seconds in _embed_together(list(group.files), embedder, batch_size):
+        worked += seconds
         if isinstance(vectors, Exception):
             settled.append(Settled(FileOutcome.rejected(
                 item.file.uri, Reason.ERROR, f"embedding failed: {type(vectors).__name__}: {vectors}",
                 pages=item.page_count, seconds=item.seconds + seconds)))
         else:
             embedded.append(EmbeddedFile(chunked=item, vectors=vectors, seconds=item.seconds + seconds))
-    return group.then(STAGE, time.perf_counter() - started, files=embedded, settled=settled)
+    return group.then(STAGE, worked, files=embedded, settled=settled)
 
 
 def _embed_together(items: list[ChunkedFile], embedder: Embedder, batch_size: int
                     ) -> Iterator[tuple[ChunkedFile, np.ndarray | Exception, float]]:
-    """(item, its vectors or the error that stopped them, its share of the call's seconds)."""
+    """(item, its vectors or the error that stopped them, its share of the model's seconds)."""
     if not items:
         return
     counts = [c.token_count for item in items for c in item.chunks]
     started = time.perf_counter()
     try:
-        vectors = embedder.embed([c.text for item in items for c in item.chunks], counts,
-                                 batch_size=batch_size)
+        vectors, seconds = embedder.embed_timed([c.text for item in items for c in item.chunks],
+                                                counts, batch_size=batch_size)
     except Exception as exc:
         if len(items) == 1:
             yield items[0], exc, time.perf_counter() - started
@@ -66,7 +70,6 @@ def _embed_together(items: list[ChunkedFile], embedder: Embedder, batch_size: in
         for item in items:
             yield from _embed_together([item], embedder, batch_size)
         return
-    seconds = time.perf_counter() - started
     total, offset = max(1, len(counts)), 0
     for item in items:
         yield item, vectors[offset:offset + len(item.chunks)], seconds * len(item.chunks) / total

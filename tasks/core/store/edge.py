@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.errors import CollectionMismatchError, IngestError, StoreError
-from tasks.core.settings import StoreLocation
 from tasks.core.payload import SOURCE
+from tasks.core.settings import StoreLocation
 from tasks.core.store.base import (
     SearchHit,
     StoredPoint,

@@ -17,8 +17,8 @@ from tasks.core.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from tasks.core.settings import StoreLocation
 from tasks.core.payload import SOURCE
+from tasks.core.settings import StoreLocation
 from tasks.core.store.base import (
     SearchHit,
     StoredPoint,
