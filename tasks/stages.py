@@ -24,6 +24,7 @@ from tasks.core.payload import FileHead
 from tasks.core.prune import prune_missing
 from tasks.core.resources import resources
 from tasks.core.rows import outcome_line
+from tasks.core.scheduling import background_thread
 from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
 from tasks.core.sources import display_name
 from tasks.core.stages import chunk as chunk_stage
@@ -111,6 +112,7 @@ def read(files: list[SourceFile], config: PipelineConfig,
          known: dict[str, FileHead] | None = None) -> Group[ReadFile]:
     """Skip unchanged files without downloading them; fetch, sniff and parse the others."""
     owner = resources()
+    background_thread()  # the model goes first (see tasks.core.scheduling)
     if known is None:
         store = owner.store(config.store)
         heads = lambda fs: store.file_heads(config.collection, [f.uri for f in fs])  # noqa: E731
@@ -126,7 +128,9 @@ def read(files: list[SourceFile], config: PipelineConfig,
 @task(name="chunk", task_run_name=_group_name("chunk"), cache_policy=NO_CACHE)
 def chunk(read: Group[ReadFile], config: PipelineConfig) -> Group[ChunkedFile]:
     """Cut each file's text into token-aware chunks."""
-    group = chunk_stage.chunk(read, resources().chunker(config))
+    chunker = resources().chunker(config)
+    background_thread()
+    group = chunk_stage.chunk(read, chunker)
     get_run_logger().info("%d chunks from %d files", sum(len(f.chunks) for f in group.files),
                           len(group.files))
     return group
@@ -145,8 +149,10 @@ def embed(chunked: Group[ChunkedFile], config: PipelineConfig) -> Group[Embedded
 @task(name="store", task_run_name=_group_name("store"), cache_policy=NO_CACHE)
 def store(embedded: Group[EmbeddedFile], config: PipelineConfig) -> GroupResult:
     """Write each file's points (crash-safe); one outcome per file of the group."""
+    owner = resources()
+    background_thread()
     with _retry_memo() as (memo, last):
-        result = store_stage.store(embedded, config, store=resources().store(config.store),
+        result = store_stage.store(embedded, config, store=owner.store(config.store),
                                    memo=memo, give_up=last)
     logger = get_run_logger()
     for outcome in result.outcomes:

@@ -14,7 +14,6 @@ import ctypes
 import ctypes.util
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from tokenizers import Tokenizer
 from tasks.core.batching import plan_batches
 from tasks.core.errors import ModelError
 from tasks.core.openvino_runtime import OpenVinoTransformer, unsupported_reason
+from tasks.core.scheduling import ModelThread
 from tasks.core.settings import DEFAULT_MODEL
 
 DEFAULT_MODEL_ALIASES = frozenset({DEFAULT_MODEL, "all-MiniLM-L6-v2"})
@@ -66,7 +66,7 @@ def load_tokenizer(name: str) -> Tokenizer:
     """The model's own fast tokenizer, without loading the model (for tests and tools)."""
     location = Path(resolve_model(name))
     if not (location / "tokenizer.json").is_file():
-        return load_model(name).tokenizer
+        return load_model(name, ModelThread()).tokenizer
     tokenizer = Tokenizer.from_file(str(location / "tokenizer.json"))
     tokenizer.no_truncation()
     tokenizer.no_padding()
@@ -89,7 +89,9 @@ class LoadedModel:
     dimension: int
     max_tokens: int
     tokenizer: Tokenizer
-    lock: threading.Lock  # one encode at a time: torch already uses every core
+    #: Where every call runs: one at a time (torch already uses every core), on a thread of
+    #: normal priority (see ``scheduling``).
+    thread: ModelThread
 
 
 RUNTIMES = ("fp32", "bf16", "bf16-openvino")
@@ -147,12 +149,16 @@ class Embedder:
             return np.zeros((0, self.dimension), dtype=np.float32), 0.0
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
         encode = self._batch_encoder()
-        with self.loaded.lock, _autocast(self.precision if self.backend == "torch" else "fp32"):
-            started = time.perf_counter()
-            for batch in plan_batches(token_counts, max_batch=batch_size):
-                vectors[batch] = encode([texts[i] for i in batch])
-            release_freed_memory()
-            seconds = time.perf_counter() - started
+
+        def work() -> float:
+            with _autocast(self.precision if self.backend == "torch" else "fp32"):
+                started = time.perf_counter()
+                for batch in plan_batches(token_counts, max_batch=batch_size):
+                    vectors[batch] = encode([texts[i] for i in batch])
+                release_freed_memory()
+                return time.perf_counter() - started
+
+        seconds = self.loaded.thread.run(work)
         # Normalised in float32 whatever the precision of the forward pass.
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors, seconds
@@ -219,8 +225,8 @@ def _autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
-def load_model(name: str) -> LoadedModel:
-    """Load ``name`` (callers hold it: ``resources.Resources.model``)."""
+def load_model(name: str, thread: ModelThread) -> LoadedModel:
+    """Load ``name``, to run on ``thread`` (callers hold it: ``resources.Resources.model``)."""
     location = resolve_model(name)
     try:
         from sentence_transformers import SentenceTransformer
@@ -240,7 +246,7 @@ def load_model(name: str) -> LoadedModel:
     specials = len(tokenizer.encode("", add_special_tokens=True).ids)
     return LoadedModel(model=model, dimension=int(model.get_embedding_dimension()),
                        max_tokens=int(model.max_seq_length) - specials, tokenizer=tokenizer,
-                       lock=threading.Lock())
+                       thread=thread)
 
 
 def select_runtime(name: str, loaded: LoadedModel, requested: Precision,

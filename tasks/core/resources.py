@@ -1,8 +1,9 @@
 """The one owner of a process's heavy resources: models, embedders, store handles, parse pool.
 
 Each is created lazily, on first use, and kept for the life of the process (a Dask worker
-process loads the model once and keeps it across tasks); ``close`` releases them all, and runs
-at interpreter exit. Stores are also closed at the end of each run (``close_stores``): an
+process loads the model once and keeps it across tasks); ``close`` releases the stores and the
+parse pool, and runs at interpreter exit. The model runs on the owner's model thread, started
+with the owner (``scheduling``). Stores are also closed at the end of each run (``close_stores``): an
 embedded store admits one process at a time, and the next run may be another process.
 
 The owner also keeps the retry memo of task runs (``retry_memo``): which files an attempt
@@ -29,6 +30,7 @@ from tasks.core.embedding import (
 from tasks.core.isolation import ParsePool, isolation_available
 from tasks.core.models import Document
 from tasks.core.readers import read_pdf
+from tasks.core.scheduling import ModelThread
 from tasks.core.settings import PipelineConfig, StoreLocation
 from tasks.core.store import VectorStore, open_store
 
@@ -39,6 +41,8 @@ class Resources:
     """A process's models, embedders, stores and parse pool; thread-safe."""
 
     def __init__(self) -> None:
+        # Started first, from the thread creating the owner: it keeps that thread's priority.
+        self._model_thread = ModelThread()
         self._lock = threading.RLock()
         self._models: dict[str, LoadedModel] = {}
         self._embedders: dict[tuple[str, str], Embedder] = {}
@@ -56,7 +60,9 @@ class Resources:
         with self._lock:
             loaded = self._models.get(name)
             if loaded is None:
-                loaded = self._models[name] = load_model(name)
+                # On the model thread: whatever threads torch starts inherit its priority.
+                loaded = self._models[name] = self._model_thread.run(
+                    lambda: load_model(name, self._model_thread))
                 self.model_loads += 1
             return loaded
 
@@ -65,7 +71,10 @@ class Resources:
         with self._lock:
             embedder = self._embedders.get((name, runtime))
             if embedder is None:
-                embedder = self._embedders[(name, runtime)] = make_embedder(name, self.model(name), runtime)
+                loaded = self.model(name)
+                # On the model thread too: OpenVINO starts its inference threads when it compiles.
+                embedder = self._embedders[(name, runtime)] = self._model_thread.run(
+                    lambda: make_embedder(name, loaded, runtime))
             return embedder
 
     def runtime_for(self, name: str, precision: str) -> str:
@@ -162,7 +171,8 @@ class Resources:
             self._memos.pop(key, None)
 
     def close(self) -> None:
-        """Release everything: stores flushed and unlocked, parse workers stopped."""
+        """Release the stores (flushed and unlocked) and the parse workers; models stay loaded
+        for the life of the process."""
         self.close_stores()
         with self._lock:
             pool, self._pool = self._pool, None

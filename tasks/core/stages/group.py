@@ -29,11 +29,12 @@ class Settled:
 
 @dataclass(frozen=True)
 class Group(Generic[T]):
-    """Files of one task run on their way through the stages.
+    """A group of files on its way through the stages (each stage is one task run over it).
 
     ``sources`` are the group's URIs in listing order (every stage keeps them, so the last one
     answers for each); ``files`` the records still in the chain; ``settled`` the files already
-    decided; ``seconds`` the wall time each stage spent on the group so far.
+    decided; ``seconds`` what each stage spent on the group so far (``embed``: the model's
+    working time).
     """
 
     sources: tuple[str, ...]
