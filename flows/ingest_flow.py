@@ -112,7 +112,7 @@ def placement(settings: IngestSettings) -> Iterator[tuple[TaskRunner, TaskRunner
 
     Threads in this process by default; with a Dask task runner (the flow's, given by
     ``with_options``, or from ``INGEST_DASK_*``), ``compute`` is the cluster. A group's waiting
-    stages hold a thread each, so the local pool has a thread per stage per group at work.
+    stages hold a thread each, so the local pool has a thread per stage per group in progress.
     """
     with ThreadPoolTaskRunner(max_workers=len(CHAIN) * settings.workers) as local:
         context = FlowRunContext.get()
@@ -123,7 +123,9 @@ def placement(settings: IngestSettings) -> Iterator[tuple[TaskRunner, TaskRunner
                                                      settings.dask_workers)) is not None:
                 stack.enter_context(dask)
             if dask is None:
-                yield local, local, max(2, settings.workers * 2)
+                # ``workers`` groups in progress: one on the model while the next ones are read
+                # and chunked ahead; more would only hold more documents in memory.
+                yield local, local, max(2, settings.workers)
                 return
             workers = len(dask.client.scheduler_info()["workers"])
             get_run_logger().info("reading and embedding on %d Dask worker(s) at %s", workers,
