@@ -114,7 +114,10 @@ def placement(settings: IngestSettings) -> Iterator[tuple[TaskRunner, TaskRunner
     ``with_options``, or from ``INGEST_DASK_*``), ``compute`` is the cluster. A group's waiting
     stages hold a thread each, so the local pool has a thread per stage per group in progress.
     """
-    with ThreadPoolTaskRunner(max_workers=len(CHAIN) * settings.workers) as local:
+    # ``workers`` groups in progress (at least 2): one on the model while the next ones are
+    # read and chunked ahead; more would only hold more documents in memory.
+    in_progress = max(2, settings.workers)
+    with ThreadPoolTaskRunner(max_workers=len(CHAIN) * in_progress) as local:
         context = FlowRunContext.get()
         given = context.task_runner if context else None
         dask = given if given is not None and not isinstance(given, ThreadPoolTaskRunner) else None
@@ -123,9 +126,7 @@ def placement(settings: IngestSettings) -> Iterator[tuple[TaskRunner, TaskRunner
                                                      settings.dask_workers)) is not None:
                 stack.enter_context(dask)
             if dask is None:
-                # ``workers`` groups in progress: one on the model while the next ones are read
-                # and chunked ahead; more would only hold more documents in memory.
-                yield local, local, max(2, settings.workers)
+                yield local, local, in_progress
                 return
             workers = len(dask.client.scheduler_info()["workers"])
             get_run_logger().info("reading and embedding on %d Dask worker(s) at %s", workers,
