@@ -55,15 +55,14 @@ def _status_style(status: str) -> str:
 
 
 def _print_summary(summary) -> None:
-    from tasks.core.rows import file_row
+    from tasks.core.rows import file_rows
 
     table = Table(title=f"Ingest into {summary.collection!r}", title_justify="left")
     for column, justify in (("file", "left"), ("status", "left"), ("reason", "left"),
                             ("pages", "right"), ("chunks", "right"), ("seconds", "right"),
                             ("detail", "left")):
         table.add_column(column, justify=justify, overflow="fold")
-    for o in summary.files:
-        row = file_row(o, summary.sources)
+    for row in file_rows(summary):
         style = _status_style(row["status"])
         # Cells are plain text (markup=False): a name like report[1].pdf must stay as it is.
         table.add_row(escape(row["file"]), f"[{style}]{row['status']}[/]",
@@ -105,6 +104,7 @@ def run(
 ) -> None:
     """Ingest every file of SOURCES and print one outcome per file."""
     _configure_prefect(verbose)
+    from apps.prefect_api import PrefectUnavailable, connection
     from flows.runners import dask_runner
     from tasks.core.errors import IngestError
     from tasks.core.resources import resources
@@ -114,6 +114,9 @@ def run(
     from tasks.core.stages.prepare import prepare
 
     settings = _settings()
+    # Prefect's API first: its temporary server starts while the model loads below.
+    prefect = connection()
+    prefect.start(settings.prefect_start_timeout_s)
     try:
         params = IngestParams.with_defaults_from(
             settings, sources=sources, include=include or [], collection=collection,
@@ -129,7 +132,8 @@ def run(
                              dask_workers or settings.dask_workers)
         check_sources(params.sources)
         prepare(PipelineConfig.build(settings, params), resources())
-    except (IngestError, ValueError) as exc:
+        prefect.wait_ready()
+    except (IngestError, PrefectUnavailable, ValueError) as exc:
         _fail(str(exc))
 
     from flows import progress
@@ -273,11 +277,20 @@ def api(
 ) -> None:
     """Serve the HTTP batch upload API (POST /batch, GET /runs/{id}, GET /search, GET /healthz)."""
     _configure_prefect(verbose=False)
+    # Prefect configures logging (resetting uvicorn's loggers) when ``prefect.main`` loads, on
+    # the first flow run otherwise: loaded first, uvicorn's configuration (its access log) and
+    # the API's own log lines come after it and stay.
+    import copy
+
+    import prefect.main  # noqa: F401
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from apps.api import create_app
 
-    uvicorn.run(create_app(_settings()), host=host, port=port)
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["loggers"]["ingest"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    uvicorn.run(create_app(_settings()), host=host, port=port, log_config=log_config)
 
 
 @app.command()

@@ -44,6 +44,7 @@ from tasks.core.settings import (
     PipelineConfig,
     Prune,
     PruneMaxFraction,
+    SourceNames,
     Sources,
     validation_message,
 )
@@ -76,6 +77,7 @@ def ingest_documents(
     prune: Prune = False,
     prune_max_fraction: PruneMaxFraction = 0.5,
     force_prune: ForcePrune = False,
+    names: SourceNames = {},  # noqa: B006 (as above)
 ) -> RunSummary:
     """Ingest every PDF and text file of the sources into the vector store; one outcome per
     file, a table and a totals artifact."""
@@ -84,7 +86,8 @@ def ingest_documents(
         params = IngestParams(sources=sources, include=include, collection=collection,
                               chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
                               overwrite=overwrite, prune=prune or force_prune,
-                              prune_max_fraction=prune_max_fraction, force_prune=force_prune)
+                              prune_max_fraction=prune_max_fraction, force_prune=force_prune,
+                              names=names)
     except ValidationError as exc:  # a combination no single field's bounds catch
         return Failed(message=validation_message(exc))
     settings = IngestSettings()
@@ -180,7 +183,8 @@ def _ingest(params: IngestParams, settings: IngestSettings, config: PipelineConf
     summary = RunSummary.from_outcomes(
         outcomes, collection=config.collection, seconds=time.perf_counter() - started,
         run_id=flow_run.get_id(), prune=prune_report, interrupted=interrupted,
-        sources=params.sources, seconds_by_stage=stage_seconds, embed_runtime=config.embed_runtime)
+        sources=params.sources, seconds_by_stage=stage_seconds, embed_runtime=config.embed_runtime,
+        names=params.names)
     publish_summary(summary)
     return summary
 

@@ -7,7 +7,7 @@ import re
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.core.models import RunSummary
-from tasks.core.rows import file_row
+from tasks.core.rows import file_rows
 
 
 def artifact_key(collection: str) -> str:
@@ -18,8 +18,7 @@ def artifact_key(collection: str) -> str:
 
 def summary_rows(summary: RunSummary) -> list[dict]:
     """One table row per file (the shared file row: path relative to its source first)."""
-    return [{k: ("" if v is None else v) for k, v in file_row(o, summary.sources).items()}
-            for o in summary.files]
+    return [{k: ("" if v is None else v) for k, v in row.items()} for row in file_rows(summary)]
 
 
 def _cell(text: str) -> str:
@@ -52,8 +51,7 @@ def summary_markdown(summary: RunSummary) -> str:
                       "started and nothing was pruned.**"]
     if summary.prune is not None and summary.prune.refused:
         lines += ["", f"**{summary.prune.refused}**"]
-    problems = [file_row(o, summary.sources) for o in summary.files
-                if o.status.value in ("failed", "skipped")]
+    problems = [row for row in file_rows(summary) if row["status"] in ("failed", "skipped")]
     if problems:
         lines += ["", "## Not indexed", "", "| file | status | reason | detail |", "|---|---|---|---|"]
         lines += [f"| {_cell(r['file'])} | {r['status']} | {r['reason']} | {_cell(r['detail'])} |"

@@ -130,7 +130,7 @@ def chunk(read: Group[ReadFile], config: PipelineConfig) -> Group[ChunkedFile]:
     """Cut each file's text into token-aware chunks."""
     chunker = resources().chunker(config)
     background_thread()
-    group = chunk_stage.chunk(read, chunker)
+    group = chunk_stage.chunk(read, chunker, max_chunks=config.max_chunks)
     get_run_logger().info("%d chunks from %d files", sum(len(f.chunks) for f in group.files),
                           len(group.files))
     return group

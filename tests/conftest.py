@@ -107,6 +107,21 @@ def store_location(store_path, store_backend):
     return StoreLocation.embedded(store_backend, store_path)
 
 
+def wait_until(check, *, timeout: float, interval: float = 0.3, what: str = "condition"):
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds. Waits
+    are on conditions with deadlines fit for a busy machine, never fixed sleeps."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -41,7 +41,7 @@ def _limit_memory(memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-def _parse_pdf(data: bytes, max_pages: int, memory_mb: int) -> Document:
+def _parse_pdf(data: bytes, max_pages: int, max_chars: int | None, memory_mb: int) -> Document:
     """Runs in the worker."""
     import mmap
 
@@ -50,7 +50,7 @@ def _parse_pdf(data: bytes, max_pages: int, memory_mb: int) -> Document:
     # Untouched anonymous memory: it costs address space only (no page is ever written).
     reserve = mmap.mmap(-1, RESERVE_BYTES)
     try:
-        return read_pdf(data, max_pages=max_pages)
+        return read_pdf(data, max_pages=max_pages, max_chars=max_chars)
     except MemoryError:
         reserve.close()
         raise FileRejected(Reason.TOO_LARGE, f"parsing needed more than {memory_mb} MB "
@@ -75,11 +75,11 @@ class ParsePool:
                                  initializer=_limit_memory, initargs=(memory_mb,),
                                  context=multiprocessing.get_context("forkserver"))
 
-    def read_pdf(self, data: bytes, *, max_pages: int) -> Document:
+    def read_pdf(self, data: bytes, *, max_pages: int, max_chars: int | None = None) -> Document:
         """Parse in a worker; limits and crashes become ``FileRejected``."""
         from pebble import ProcessExpired
 
-        future = self._pool.schedule(_parse_pdf, args=(data, max_pages, self.memory_mb),
+        future = self._pool.schedule(_parse_pdf, args=(data, max_pages, max_chars, self.memory_mb),
                                      timeout=self.timeout_s)
         try:
             return future.result()

@@ -41,6 +41,7 @@ class Reason(str, enum.Enum):
     TIMEOUT = "timeout"
     PARSER_CRASHED = "parser_crashed"
     NOT_FOUND = "not_found"
+    OUTSIDE_SOURCE = "outside_source"
     ACCESS_DENIED = "access_denied"
     SOURCE_UNAVAILABLE = "source_unavailable"
     STORE_UNAVAILABLE = "store_unavailable"
@@ -48,7 +49,7 @@ class Reason(str, enum.Enum):
 
 
 # Reasons a user has nothing to fix for: the file was deliberately passed over.
-SKIP_REASONS = frozenset({Reason.UNSUPPORTED_TYPE, Reason.EMPTY})
+SKIP_REASONS = frozenset({Reason.UNSUPPORTED_TYPE, Reason.EMPTY, Reason.OUTSIDE_SOURCE})
 
 
 class DocumentKind(str, enum.Enum):
@@ -68,6 +69,9 @@ class SourceFile(BaseModel):
     size: int | None = None
     etag: str | None = None
     modified: datetime | None = None
+    #: Set by the listing for an entry it will not read (a link out of the source folder, a
+    #: broken link): the file's outcome, (reason, detail), decided without reading it.
+    rejected: tuple[Reason, str] | None = None
 
     @property
     def signature(self) -> str | None:
@@ -192,13 +196,16 @@ class RunSummary(BaseModel):
     sources: list[str] = Field(default_factory=list)
     #: How the run's vectors were computed: fp32, bf16 (torch autocast) or bf16-openvino.
     embed_runtime: str | None = None
+    #: Names results give some files (URI → name), e.g. the names they were uploaded under.
+    names: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
     def from_outcomes(cls, outcomes: list[FileOutcome], *, collection: str, seconds: float,
                       run_id: str | None = None, prune: PruneReport | None = None,
                       interrupted: bool = False, sources: list[str] | None = None,
                       seconds_by_stage: dict[str, float] | None = None,
-                      embed_runtime: str | None = None) -> RunSummary:
+                      embed_runtime: str | None = None,
+                      names: dict[str, str] | None = None) -> RunSummary:
         """Aggregate per-file outcomes (sorted by source for stable output)."""
         ordered = sorted(outcomes, key=lambda o: o.source)
         counts = {status: 0 for status in Status}
@@ -221,4 +228,5 @@ class RunSummary(BaseModel):
             seconds_by_stage={k: round(v, 3) for k, v in (seconds_by_stage or {}).items()},
         )
         return cls(run_id=run_id, collection=collection, files=ordered, totals=totals, prune=prune,
-                   interrupted=interrupted, sources=list(sources or []), embed_runtime=embed_runtime)
+                   interrupted=interrupted, sources=list(sources or []), embed_runtime=embed_runtime,
+                   names=dict(names or {}))

@@ -64,7 +64,14 @@ def clean_text(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def read_text(data: bytes) -> Document:
+def check_text_size(chars: int, limit: int | None, where: str = "") -> None:
+    """The one rule bounding the text a file may produce: ``too_large`` beyond ``limit``."""
+    if limit is not None and chars > limit:
+        raise FileRejected(Reason.TOO_LARGE, f"{chars:,} characters of text{where}, more than the "
+                                             f"limit of {limit:,} (INGEST_MAX_FILE_CHARS)")
+
+
+def read_text(data: bytes, *, max_chars: int | None = None) -> Document:
     """Decode a text file in whatever encoding it uses (BOMs, UTF-16/32, legacy code pages)."""
     digest = hashlib.sha256(data).hexdigest()
     if not data.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):
@@ -76,6 +83,7 @@ def read_text(data: bytes) -> Document:
             raise FileRejected(Reason.UNSUPPORTED_TYPE, f"named .txt but the content is {guess.mime}")
         raise FileRejected(Reason.UNDECODABLE, "no text encoding fits the bytes (binary data?)")
     raw = str(match)
+    check_text_size(len(raw), max_chars)
     garbage = len(_CONTROL.findall(raw))
     if garbage > MAX_GARBAGE_RATIO * len(raw) + GARBAGE_ALLOWANCE:
         raise FileRejected(Reason.UNDECODABLE,
@@ -88,8 +96,9 @@ def read_text(data: bytes) -> Document:
                     content_sha256=digest, encoding=match.encoding)
 
 
-def read_pdf(data: bytes, *, max_pages: int) -> Document:
-    """Extract text page by page with pypdf; pages that fail are listed, not fatal."""
+def read_pdf(data: bytes, *, max_pages: int, max_chars: int | None = None) -> Document:
+    """Extract text page by page with pypdf; pages that fail are listed, not fatal. Stops as
+    soon as the text exceeds ``max_chars`` (``too_large``)."""
     from pypdf import PasswordType, PdfReader
 
     digest = hashlib.sha256(data).hexdigest()
@@ -109,6 +118,7 @@ def read_pdf(data: bytes, *, max_pages: int) -> Document:
                            pages=count)
     pages: list[Page] = []
     unreadable: list[int] = []
+    chars = 0
     for number in range(1, count + 1):
         try:
             text = reader.pages[number - 1].extract_text() or ""
@@ -118,6 +128,8 @@ def read_pdf(data: bytes, *, max_pages: int) -> Document:
             log.warning("page %d: text extraction failed: %s: %s", number, type(exc).__name__, exc)
             unreadable.append(number)
             continue
+        chars += len(text)
+        check_text_size(chars, max_chars, f" by page {number} of {count}")
         pages.append(Page(number=number, text=clean_text(text)))
     if not pages:
         raise FileRejected(Reason.CORRUPT, f"text extraction failed on all {count} pages",
@@ -129,7 +141,7 @@ def read_pdf(data: bytes, *, max_pages: int) -> Document:
                     unreadable_pages=tuple(unreadable))
 
 
-def read_document(data: bytes, name: str, *, max_pages: int,
+def read_document(data: bytes, name: str, *, max_pages: int, max_chars: int | None = None,
                   parse_pdf: Callable[..., Document] = read_pdf) -> Document:
     """Read any supported file: sniff the type from content, then parse or decode it.
 
@@ -139,5 +151,5 @@ def read_document(data: bytes, name: str, *, max_pages: int,
         raise FileRejected(Reason.EMPTY, "the file is empty (0 bytes)")
     kind = sniff_kind(data[:HEAD_BYTES], name)
     if kind is DocumentKind.PDF:
-        return parse_pdf(data, max_pages=max_pages)
-    return read_text(data)
+        return parse_pdf(data, max_pages=max_pages, max_chars=max_chars)
+    return read_text(data, max_chars=max_chars)

@@ -33,6 +33,11 @@ def file_row(outcome: FileOutcome, sources: Iterable[str], *, name: str | None =
             "detail": outcome.detail, "source": outcome.source}
 
 
+def file_rows(summary: RunSummary) -> list[dict[str, Any]]:
+    """Every file's row of a run, named as the run was told (``names``) or relative to its source."""
+    return [file_row(o, summary.sources, name=summary.names.get(o.source)) for o in summary.files]
+
+
 def hit_row(hit: Hit) -> dict[str, Any]:
     """A search hit, citing file and pages."""
     return {"score": hit.score, "file": hit.file_name, "pages": hit.pages,
@@ -58,5 +63,5 @@ def outcome_line(outcome: FileOutcome, name: str) -> str:
 def run_report(summary: RunSummary) -> dict[str, Any]:
     """A whole run as one JSON object (``ingest run --json``): its rows and totals."""
     report = summary.model_dump(mode="json", exclude={"files"})
-    report["files"] = [file_row(o, summary.sources) for o in summary.files]
+    report["files"] = file_rows(summary)
     return report

@@ -58,6 +58,10 @@ PruneMaxFraction = Annotated[float, Field(
     description="Refuse to prune (and delete nothing) when it would delete more than this "
                 "fraction of the collection's files")]
 ForcePrune = Annotated[bool, Field(title="Force prune", description="Prune even beyond the prune limit")]
+SourceNames = Annotated[dict[str, str], Field(
+    title="Names in results",
+    description="How results name given files (file URI → name), e.g. the names they were "
+                "uploaded under; others are named by their path relative to their source")]
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -104,6 +108,12 @@ class IngestSettings(BaseSettings):
     upsert_batch: int = Field(256, ge=1, le=10_000)
     max_file_mb: float = Field(100.0, gt=0)
     max_pages: int = Field(2000, ge=1)
+    max_file_chars: int = Field(
+        32_000_000, ge=1, description="Characters of text one file may produce; beyond them the "
+                                      "file is too_large (a small PDF can inflate to much text)")
+    max_file_chunks: int = Field(
+        10_000, ge=1, description="Chunks one file may produce; beyond it the file is too_large "
+                                  "(10,000 chunks of 192 tokens: ~7 MB of English prose)")
     parse_timeout: float = Field(60.0, gt=0, description="Seconds one PDF may take to parse")
     parse_memory_mb: int = Field(1024, ge=128, description="Address space of a PDF parse worker")
     parse_workers: int = Field(2, ge=1, le=64, description="Processes parsing PDFs")
@@ -125,6 +135,24 @@ class IngestSettings(BaseSettings):
                                                         "in the X-API-Key header")
     api_max_files: int = Field(20, ge=1, le=1000, description="Files per upload request")
     api_max_file_mb: float = Field(50.0, gt=0, description="Size of one uploaded file")
+    api_max_request_mb: float | None = Field(
+        None, gt=0, description="Size of a whole upload request, enforced while it streams in; "
+                                "default: api_max_files × api_max_file_mb, plus 64 KB for the "
+                                "multipart framing")
+    api_max_queued: int = Field(
+        8, ge=1, le=256, description="Upload runs waiting for their turn; a request beyond "
+                                     "them gets 503 with Retry-After")
+    prefect_start_timeout_s: float = Field(
+        180.0, gt=0, description="How long an entry point waits for the Prefect API (its "
+                                 "temporary server takes 7 s on a quiet machine, 20-40 s on a "
+                                 "busy one)")
+
+    @property
+    def api_max_request_bytes(self) -> int:
+        """The upload API's bound on a request body."""
+        if self.api_max_request_mb:
+            return int(self.api_max_request_mb * 1024 * 1024)
+        return int(self.api_max_files * self.api_max_file_mb * 1024 * 1024) + 64 * 1024
 
     @model_validator(mode="after")
     def _chunking(self) -> IngestSettings:
@@ -153,6 +181,7 @@ class IngestParams(BaseModel):
     prune: Prune = False
     prune_max_fraction: PruneMaxFraction = 0.5
     force_prune: ForcePrune = False
+    names: SourceNames = {}
 
     @model_validator(mode="after")
     def _chunking(self) -> IngestParams:
@@ -224,6 +253,8 @@ class PipelineConfig(BaseModel):
     upsert_batch: int
     max_file_bytes: int
     max_pages: int
+    max_text_chars: int = 32_000_000
+    max_chunks: int = 10_000
     parse_timeout_s: float = 60.0
     parse_memory_mb: int = 1024
     parse_workers: int = 2
@@ -245,6 +276,8 @@ class PipelineConfig(BaseModel):
             upsert_batch=settings.upsert_batch,
             max_file_bytes=int(settings.max_file_mb * 1024 * 1024),
             max_pages=settings.max_pages,
+            max_text_chars=settings.max_file_chars,
+            max_chunks=settings.max_file_chunks,
             parse_timeout_s=settings.parse_timeout,
             parse_memory_mb=settings.parse_memory_mb,
             parse_workers=settings.parse_workers,

@@ -79,6 +79,28 @@ def _local_file(path: Path) -> SourceFile:
                       modified=datetime.fromtimestamp(stat.st_mtime_ns / 1e9, tz=timezone.utc))
 
 
+def _rejected(path: Path, reason: Reason, detail: str) -> SourceFile:
+    return SourceFile(uri=path.as_uri(), protocol="file", path=str(path), name=path.name,
+                      rejected=(reason, detail))
+
+
+def _linked(path: Path, root: Path) -> SourceFile | None:
+    """The listing's verdict on a symbolic link inside a source folder: ``None`` to list it
+    as a file, else its rejection. The rule: a link is followed only to a target inside the
+    source folder (an upload landing folder must not become a way to index ``/etc``); links to
+    folders are never followed (what they hold inside the source is listed under its own path)."""
+    try:
+        target = path.resolve(strict=True)
+    except FileNotFoundError:
+        return _rejected(path, Reason.NOT_FOUND, "broken symbolic link (its target does not exist)")
+    except (RuntimeError, OSError) as exc:  # a loop (RuntimeError before Python 3.13)
+        return _rejected(path, Reason.NOT_FOUND, f"unusable symbolic link: {exc}")
+    if not target.is_relative_to(root):
+        return _rejected(path, Reason.OUTSIDE_SOURCE,
+                         "symbolic link to a path outside the source folder; not followed")
+    return None
+
+
 def _iter_local(root: Path, include: list[str]) -> Iterator[SourceFile]:
     if root.is_file():
         yield _local_file(root)
@@ -87,13 +109,21 @@ def _iter_local(root: Path, include: list[str]) -> Iterator[SourceFile]:
         raise ConfigError(f"source not found: {root}")
     for dirpath, dirnames, filenames in os.walk(root):
         # Pruning in place keeps os.walk out of hidden folders; sorting keeps runs repeatable.
+        # os.walk lists links to folders among the folders without entering them.
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for filename in sorted(filenames):
+        linked_dirs = [d for d in dirnames if Path(dirpath, d).is_symlink()]
+        for filename in sorted(filenames + linked_dirs):
             path = Path(dirpath, filename)
             relative = path.relative_to(root).as_posix()
-            if is_hidden(relative) or not matches_include(relative, include) or not path.is_file():
+            if is_hidden(relative) or not matches_include(relative, include):
                 continue
-            yield _local_file(path)
+            if path.is_symlink():
+                verdict = _linked(path, root)
+                if verdict is not None:
+                    yield verdict
+                    continue
+            if path.is_file():
+                yield _local_file(path)
 
 
 def _s3_file(info: dict) -> SourceFile:
@@ -168,7 +198,11 @@ def discover_files(sources: Iterable[str], include: Iterable[str] = ()) -> Itera
         elif "://" in source and not source.startswith("file://"):
             raise ConfigError(f"unsupported source scheme: {source} (use a local path or s3://)")
         else:
-            files = _iter_local(local_path(source).resolve(), patterns)
+            try:
+                root = local_path(source).resolve()
+            except (RuntimeError, OSError) as exc:  # a symlink loop: RuntimeError before 3.13
+                raise ConfigError(f"source {source} cannot be resolved: {exc}") from None
+            files = _iter_local(root, patterns)
         for file in files:
             if seen is None:
                 yield file

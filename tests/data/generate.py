@@ -130,9 +130,10 @@ def encrypt_pdf(source: Path, target: Path, *, user_password: str, owner_passwor
     target.write_bytes(buffer.getvalue())
 
 
-def operator_flood_pdf(operators: int) -> bytes:
+def operator_flood_pdf(operators: int, *, text: str = "word") -> bytes:
     """A few-KB PDF whose one page holds ``operators`` text-showing operators (Flate-compressed):
-    pypdf needs ~3 s and ~140 MB per 100,000 of them. Hostile input for the parse limits."""
+    pypdf needs ~3 s and ~140 MB per 100,000 of them. Hostile input for the parse limits; with
+    a longer ``text``, a small file that inflates to much text (``operators × len(text)``)."""
     from fpdf import FPDF
     from pypdf import PdfReader, PdfWriter
     from pypdf.generic import DecodedStreamObject, NameObject
@@ -145,7 +146,8 @@ def operator_flood_pdf(operators: int) -> bytes:
     page = writer.pages[0]
     font = next(iter(page["/Resources"]["/Font"]))
     stream = DecodedStreamObject()
-    stream.set_data(f"BT {font} 12 Tf 72 720 Td ".encode() + b"(word ) Tj 1 0 Td " * operators + b"ET")
+    stream.set_data(f"BT {font} 12 Tf 72 720 Td ".encode()
+                    + f"({text} ) Tj 1 0 Td ".encode() * operators + b"ET")
     page[NameObject("/Contents")] = writer._add_object(stream.flate_encode())
     out = io.BytesIO()
     writer.write(out)

@@ -15,24 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until  # noqa: F401 (wait_until: for the e2e tests)
 
 ROOT = Path(__file__).resolve().parents[2]
 # moto's server logs every request at INFO; the processes' own logs are in their files.
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 BIN = Path(sys.executable).parent
-
-
-def wait_until(check, *, timeout: float, interval: float = 0.5, what: str = "condition"):
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def _healthy(url: str) -> bool:

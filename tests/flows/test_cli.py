@@ -140,3 +140,33 @@ def test_export_and_migrate_from_the_command_line(ingest_env, store_backend):
     assert bad.exit_code == 2
     missing = runner.invoke(app, ["export", "--collection", "nope"])
     assert missing.exit_code == 1 and "does not exist" in missing.stderr
+
+
+def test_a_symlink_loop_as_the_source_is_one_line(ingest_env, tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    result = runner.invoke(app, ["run", str(tmp_path / "a")])
+    assert result.exit_code == 1, result.output
+    assert "cannot be resolved" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_links_are_followed_only_inside_the_source_folder(ingest_env, tmp_path):
+    folder, outside = tmp_path / "landing", tmp_path / "private"
+    folder.mkdir()
+    outside.mkdir()
+    (outside / "secret.txt").write_text("the private key is under the doormat")
+    (folder / "notes.txt").write_text("a note about heat pumps and their efficiency")
+    (folder / "alias.txt").symlink_to(folder / "notes.txt")            # inside: followed
+    (folder / "leak.txt").symlink_to(outside / "secret.txt")           # outside: not followed
+    (folder / "private").symlink_to(outside, target_is_directory=True)  # a folder outside
+    (folder / "gone.txt").symlink_to(folder / "deleted.txt")           # broken
+    result = runner.invoke(app, ["run", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["file"]: (r["status"], r["reason"]) for r in json.loads(result.stdout)["files"]}
+    assert rows == {"notes.txt": ("indexed", "ok"), "alias.txt": ("indexed", "ok"),
+                    "leak.txt": ("skipped", "outside_source"),
+                    "private": ("skipped", "outside_source"),
+                    "gone.txt": ("failed", "not_found")}
+    hits = runner.invoke(app, ["search", "where is the private key", "--json"])
+    assert "doormat" not in hits.stdout

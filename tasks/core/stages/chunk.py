@@ -30,23 +30,29 @@ class ChunkedFile:
     seconds: float
 
 
-def chunk(group: Group[ReadFile], chunker: Chunker) -> Group[ChunkedFile]:
-    """Chunk every file of the group; a file without words to index is ``no_text``."""
+def chunk(group: Group[ReadFile], chunker: Chunker, *, max_chunks: int | None = None) -> Group[ChunkedFile]:
+    """Chunk every file of the group; a file without words to index is ``no_text``, one with
+    more than ``max_chunks`` chunks ``too_large``."""
     started = time.perf_counter()
     results = [settle_rejection(item.file.uri, time.perf_counter(),
-                                lambda item=item: chunk_file(item, chunker))
+                                lambda item=item: chunk_file(item, chunker, max_chunks))
                for item in group.files]
     return group.then(STAGE, time.perf_counter() - started,
                       files=[r for r in results if isinstance(r, ChunkedFile)],
                       settled=[r for r in results if isinstance(r, Settled)])
 
 
-def chunk_file(item: ReadFile, chunker: Chunker) -> ChunkedFile:
+def chunk_file(item: ReadFile, chunker: Chunker, max_chunks: int | None = None) -> ChunkedFile:
+    """One file's chunks, or ``FileRejected`` (``no_text``, ``too_large``)."""
     started = time.perf_counter()
     document = item.document
     chunks = chunker.chunk_document(document)
     if not chunks:
         raise FileRejected(Reason.NO_TEXT, "no words to index after extraction",
+                           pages=document.page_count)
+    if max_chunks is not None and len(chunks) > max_chunks:
+        raise FileRejected(Reason.TOO_LARGE, f"{len(chunks):,} chunks, more than the limit of "
+                                             f"{max_chunks:,} (INGEST_MAX_FILE_CHUNKS)",
                            pages=document.page_count)
     return ChunkedFile(file=item.file, chunks=tuple(chunks), content_sha256=document.content_sha256,
                        page_count=document.page_count, unreadable_pages=document.unreadable_pages,

@@ -71,6 +71,8 @@ def read_file(file: SourceFile, head: FileHead | None, config: PipelineConfig,
               parse_pdf: Callable[..., Document]) -> ReadFile | Settled:
     """One file: ``unchanged`` from its head if possible, else its bytes parsed."""
     started = time.perf_counter()
+    if file.rejected is not None:
+        raise FileRejected(*file.rejected)
     # A head from a finished write with today's settings is what "already indexed" means.
     current = (head if head is not None and head.complete and not config.overwrite
                and head.config_fingerprint == config.fingerprint else None)
@@ -80,7 +82,8 @@ def read_file(file: SourceFile, head: FileHead | None, config: PipelineConfig,
     if current is not None and current.content_sha256 == hashlib.sha256(data).hexdigest():
         # Same bytes under a new signature (touched, re-uploaded): remember the new one.
         return Settled(_unchanged(file, current, started), signature=file.signature)
-    document = read_document(data, file.name, max_pages=config.max_pages, parse_pdf=parse_pdf)
+    document = read_document(data, file.name, max_pages=config.max_pages,
+                             max_chars=config.max_text_chars, parse_pdf=parse_pdf)
     return ReadFile(file=file, document=document, replaces=head is not None,
                     seconds=time.perf_counter() - started)
 

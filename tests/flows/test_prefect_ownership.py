@@ -1,0 +1,127 @@
+"""Entry points own their Prefect server: started once up front, never left behind.
+
+Real processes: ``ingest api`` and ``ingest run`` as a user starts them, stopped with SIGTERM
+or killed with SIGKILL; the temporary Prefect server each starts must be gone afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import MIXED, free_port, wait_until
+
+pytestmark = [pytest.mark.flow, pytest.mark.once, pytest.mark.faults]
+INGEST = str(Path(sys.executable).parent / "ingest")
+
+
+def prefect_servers(parent: int) -> list[int]:
+    """Live temporary Prefect servers that process ``parent`` started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"apps.prefect_api" in args and str(parent).encode() in args and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def start_api(env: dict, tmp_path: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    log = open(tmp_path / f"api-{port}.log", "w")
+    process = subprocess.Popen([INGEST, "api", "--port", str(port)], env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def ready(base: str, process: subprocess.Popen) -> bool:
+    assert process.poll() is None, "the API exited"
+    try:
+        return httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture()
+def api_env(cli_env, tmp_path):
+    return {**cli_env, "INGEST_LANDING": str(tmp_path / "landing")}
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL],
+                         ids=["SIGTERM", "SIGINT", "SIGKILL"])
+def test_the_api_leaves_no_prefect_server_behind(api_env, tmp_path, stop):
+    api, base = start_api(api_env, tmp_path)
+    try:
+        wait_until(lambda: ready(base, api), timeout=300, what="the API to be ready")
+        assert len(prefect_servers(api.pid)) == 1  # one server, started at start-up
+        reply = httpx.post(f"{base}/batch", files=[("files", ("a.txt", b"about heat pumps", "text/plain"))],
+                           timeout=300)
+        assert reply.status_code == 200, reply.text
+        assert len(prefect_servers(api.pid)) == 1  # the request started none
+        api.send_signal(stop)
+        api.wait(timeout=120)
+        wait_until(lambda: not prefect_servers(api.pid), timeout=60,
+                   what="the Prefect server to stop with the API")
+    finally:
+        if api.poll() is None:
+            api.kill()
+        for pid in prefect_servers(api.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_killed_cli_run_leaves_no_prefect_server_behind(cli_env, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(300):
+        (folder / f"note-{i:03}.txt").write_text(f"note {i} about alpine lakes and rock flour " * 40)
+    run = subprocess.Popen([INGEST, "run", str(folder)], env=cli_env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: prefect_servers(run.pid) or run.poll() is not None, timeout=120,
+                   what="the run's Prefect server")
+        assert run.poll() is None, "the run ended before it could be killed"
+        run.kill()
+        run.wait(timeout=30)
+        wait_until(lambda: not prefect_servers(run.pid), timeout=60,
+                   what="the Prefect server to go with the killed run")
+    finally:
+        if run.poll() is None:
+            run.kill()
+
+
+def test_a_prefect_api_past_its_deadline_is_one_line_naming_the_setting(cli_env):
+    env = {**cli_env, "INGEST_PREFECT_START_TIMEOUT_S": "2",
+           "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}  # nothing answers there
+    result = subprocess.run([INGEST, "run", str(MIXED / "heat-pumps.txt")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "INGEST_PREFECT_START_TIMEOUT_S" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_temporary_server_past_its_deadline_is_stopped_not_left_running():
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from apps.prefect_api import PrefectConnection, PrefectUnavailable
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # no harness server here
+        own = PrefectConnection()
+        own.start(deadline_s=0.0)
+        assert own.owns_server and len(prefect_servers(os.getpid())) == 1
+        with pytest.raises(PrefectUnavailable, match="INGEST_PREFECT_START_TIMEOUT_S"):
+            own.wait_ready()
+        assert not own.owns_server and not prefect_servers(os.getpid())
+        with pytest.raises(PrefectUnavailable, match="INGEST_PREFECT_START_TIMEOUT_S"):
+            own.wait_ready()  # the same answer again, not a hang
