@@ -96,7 +96,7 @@ def specs(settings: DeploymentSettings) -> list[dict[str, Any]]:
         "name": "manual", "tags": ["ingest"], "parameters": defaults,
         "description": "Ingest documents on demand: fill in the sources in the run form."}]
     if settings.schedule_sources:
-        params = settings.scheduled_params().model_dump(mode="json")
+        params = settings.scheduled_params().model_dump(mode="json", exclude={"names"})
         declared.append({
             "name": "scheduled", "tags": ["ingest", "scheduled"], "parameters": params,
             "description": f"Ingest {', '.join(settings.schedule_sources)} on a schedule "

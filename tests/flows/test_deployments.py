@@ -19,7 +19,7 @@ def test_served_deployment_has_the_typed_parameter_form():
     assert schema["required"] == ["sources"]
     fields = schema["properties"]
     assert list(fields) == ["sources", "include", "collection", "chunk_tokens", "chunk_overlap",
-                            "overwrite", "prune", "prune_max_fraction", "force_prune"]
+                            "overwrite", "prune", "prune_max_fraction", "force_prune", "names"]
     # Flat, typed fields with their real defaults and bounds: no nullable "default: setting".
     assert fields["chunk_tokens"] == {
         "default": 192, "maximum": 8192, "minimum": 16, "position": 3, "type": "integer",
