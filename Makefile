@@ -29,13 +29,14 @@ demo: install
 	$(BIN)/ingest run samples
 	$(BIN)/ingest search "$(DEMO_QUERY)" -k 3
 
-# The whole suite runs once per embedded backend: Qdrant Edge (default), then qdrant-client's
-# local mode (which stands in for a Qdrant server). The end-to-end tests (real Prefect server,
-# served deployments, watcher), the infrastructure faults, Dask and other process plumbing
-# (marker `once`) do not depend on the store backend and run in the first pass only.
+# The whole suite runs against Qdrant Edge (the default); then the tests of the store's
+# semantics (marker `store`: writes, re-runs, prune, search, export) run again against
+# qdrant-client's local mode, which stands in for a Qdrant server. Two workers: much of the
+# suite waits on real servers and processes, and every test must hold up on a busy machine.
+PYTEST_WORKERS ?= 2
 test: install-test
-	$(BIN)/python -m pytest --durations=10
-	$(BIN)/python -m pytest --durations=10 --store-backend qdrant-local -m "not once"
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=10
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=10 --store-backend qdrant-local -m "store and not once"
 
 test-e2e: install-test
 	$(BIN)/python -m pytest -m e2e

@@ -61,6 +61,7 @@ def by_file(response):
     return {r["file"]: (r["status"], r["reason"]) for r in response.json()["results"]}
 
 
+@pytest.mark.store
 def test_four_files_four_results_then_unchanged_then_overwrite(client):
     first = client.post("/batch", files=upload(*FOUR))
     assert first.status_code == 200, first.text
@@ -208,6 +209,7 @@ def test_through_a_real_uvicorn_server(cli_env, tmp_path):
     assert '"POST /batch HTTP/1.1" 401' in output, output
 
 
+@pytest.mark.store
 def test_landing_on_s3(ingest_env, s3_bucket, monkeypatch, start_api):
     from tasks.core.sources import filesystem
 

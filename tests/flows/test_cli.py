@@ -17,6 +17,7 @@ pytestmark = pytest.mark.flow
 runner = CliRunner()
 
 
+@pytest.mark.store
 def test_run_json_then_search(ingest_env):
     result = runner.invoke(app, ["run", str(MIXED), "--collection", "cli", "--include", "*.pdf", "--json"])
     assert result.exit_code == 0, result.output
@@ -55,6 +56,7 @@ def test_bad_runs_exit_non_zero_with_one_line(ingest_env, args, code, message):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.store
 def test_collection_of_another_size_is_refused_before_writing(ingest_env):
     from tasks.core.settings import IngestSettings
 
@@ -84,6 +86,7 @@ def test_console_script_end_to_end(cli_env):
     assert hit["file"] == "alpine-lakes-field-guide.pdf" and hit["page_start"] <= 2 <= hit["page_end"]
 
 
+@pytest.mark.store
 def test_prune_and_overwrite_from_the_command_line(ingest_env, tmp_path):
     import shutil
 
@@ -102,6 +105,7 @@ def test_prune_and_overwrite_from_the_command_line(ingest_env, tmp_path):
     assert {f["status"] for f in report["files"]} == {"unchanged", "failed", "deleted"}
 
 
+@pytest.mark.store
 def test_overwrite_recreates_a_collection_of_another_size(ingest_env):
     from tasks.core.settings import IngestSettings
 
@@ -114,6 +118,7 @@ def test_overwrite_recreates_a_collection_of_another_size(ingest_env):
     assert json.loads(result.stdout)["totals"]["indexed"] == 4
 
 
+@pytest.mark.store
 def test_export_and_migrate_from_the_command_line(ingest_env, store_backend):
     ran = runner.invoke(app, ["run", str(SAMPLES), "--collection", "moving", "--json"])
     assert ran.exit_code == 0, ran.output

@@ -16,7 +16,7 @@ from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
 from tasks.core.stages import read as read_module
 from tests.conftest import MIXED, MIXED_EXPECTED, free_port, upload_folder
 
-pytestmark = pytest.mark.flow
+pytestmark = [pytest.mark.flow, pytest.mark.store]
 
 
 def outcome_map(summary):

@@ -53,6 +53,35 @@ def ready(base: str, process: subprocess.Popen) -> bool:
         return False
 
 
+def uploads_while_starting(base: str, api: subprocess.Popen, clients: int = 6) -> list[tuple[int, str]]:
+    """``clients`` concurrent uploads sent the moment the API accepts connections (before it
+    is ready): each one's status and Retry-After."""
+    import threading
+
+    wait_until(lambda: api.poll() is None and _answers(base), timeout=300, what="the API to listen")
+    answers: list[tuple[int, str]] = []
+
+    def post() -> None:
+        reply = httpx.post(f"{base}/batch", files=[("files", ("a.txt", b"some text", "text/plain"))],
+                           timeout=300)
+        answers.append((reply.status_code, reply.headers.get("Retry-After", "")))
+
+    threads = [threading.Thread(target=post) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == clients
+    return answers
+
+
+def _answers(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/livez", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 @pytest.fixture()
 def api_env(cli_env, tmp_path):
     return {**cli_env, "INGEST_LANDING": str(tmp_path / "landing")}
@@ -63,6 +92,10 @@ def api_env(cli_env, tmp_path):
 def test_the_api_leaves_no_prefect_server_behind(api_env, tmp_path, stop):
     api, base = start_api(api_env, tmp_path)
     try:
+        if stop == signal.SIGTERM:  # once: uploads racing the start-up are told to come back
+            early = uploads_while_starting(base, api)
+            assert {status for status, _ in early} <= {200, 503}, early
+            assert all(retry for status, retry in early if status == 503), early
         wait_until(lambda: ready(base, api), timeout=300, what="the API to be ready")
         assert len(prefect_servers(api.pid)) == 1  # one server, started at start-up
         reply = httpx.post(f"{base}/batch", files=[("files", ("a.txt", b"about heat pumps", "text/plain"))],

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import assert_same_store, close_stores, make_config, run_all, snapshot
 
-pytestmark = pytest.mark.flow
+pytestmark = [pytest.mark.flow, pytest.mark.store]
 SCRIPT = Path(sys.executable).parent / "ingest"
 
 

@@ -9,7 +9,7 @@ from tasks.core.models import Status
 from tasks.core.settings import IngestSettings
 from tests.conftest import MIXED, MIXED_EXPECTED, get_store, make_config, run_all, upload_folder
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 
 def stored(config):

@@ -25,7 +25,7 @@ from tests.conftest import (
     upload_folder,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 LONG = "\n\n".join(
     f"Section {i}. Glaciers carve deep basins into the valley floor as they advance, and "

@@ -15,7 +15,7 @@ from tasks.core.store import StoredPoint, VectorStore, open_store
 from tasks.core.store.qdrant import QdrantClientStore
 from tests.conftest import free_port, get_store
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 
 def points(source: str, count: int, *, sha: str = "s1", dim: int = 8):

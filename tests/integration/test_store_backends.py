@@ -12,7 +12,7 @@ from tasks.core.store import StoredPoint, open_store
 from tasks.core.store.edge import EdgeStore
 from tasks.core.transfer import copy_collection, export_records
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 
 def make_points(count: int, dim: int = 16):
