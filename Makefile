@@ -29,14 +29,13 @@ demo: install
 	$(BIN)/ingest run samples
 	$(BIN)/ingest search "$(DEMO_QUERY)" -k 3
 
-# The whole suite runs against Qdrant Edge (the default); then the tests of the store's
-# semantics (marker `store`: writes, re-runs, prune, search, export) run again against
-# qdrant-client's local mode, which stands in for a Qdrant server. Two workers: much of the
-# suite waits on real servers and processes, and every test must hold up on a busy machine.
+# One session: the tests of the store's semantics (marker `store`: writes, re-runs, prune,
+# search, export) run against each embedded backend, Qdrant Edge and qdrant-client's local mode
+# (which stands in for a Qdrant server); the rest against Edge. Two workers: much of the suite
+# waits on real servers and processes, and every test must hold up on a busy machine.
 PYTEST_WORKERS ?= 2
 test: install-test
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=10
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=10 --store-backend qdrant-local -m "store and not once"
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15
 
 test-e2e: install-test
 	$(BIN)/python -m pytest -m e2e

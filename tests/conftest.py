@@ -39,9 +39,21 @@ MIXED_EXPECTED = {
 }
 
 
+BACKENDS = ("edge", "qdrant-local")
+
+
 def pytest_addoption(parser):
-    parser.addoption("--store-backend", choices=["edge", "qdrant-local"], default="edge",
-                     help="embedded store backend every test runs against (INGEST_STORE)")
+    parser.addoption("--store-backend", choices=BACKENDS, default=None,
+                     help="run every test against this embedded backend (INGEST_STORE); by "
+                          "default tests marked `store` run against each, the others against edge")
+
+
+def pytest_generate_tests(metafunc):
+    """Tests of the store's semantics (marker ``store``) run once per embedded backend: Qdrant
+    Edge and qdrant-client's local mode (which stands in for a Qdrant server)."""
+    if ("store_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("store")
+            and not metafunc.config.getoption("--store-backend")):
+        metafunc.parametrize("store_backend", BACKENDS)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -50,7 +62,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture(scope="session")
 def store_backend(pytestconfig) -> str:
-    return pytestconfig.getoption("--store-backend")
+    """The embedded backend of a test (parametrized for tests marked ``store``)."""
+    return pytestconfig.getoption("--store-backend") or "edge"
 
 
 @pytest.fixture(autouse=True)
