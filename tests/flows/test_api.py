@@ -209,7 +209,6 @@ def test_through_a_real_uvicorn_server(cli_env, tmp_path):
     assert '"POST /batch HTTP/1.1" 401' in output, output
 
 
-@pytest.mark.store
 def test_landing_on_s3(ingest_env, s3_bucket, monkeypatch, start_api):
     from tasks.core.sources import filesystem
 

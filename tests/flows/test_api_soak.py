@@ -62,7 +62,6 @@ def test_concurrent_uploads_on_a_busy_machine(cli_env, tmp_path, cpu_hogs, store
     for folder in (work, temp):
         folder.mkdir()
     env = {**cli_env, "INGEST_LANDING": str(landing), "TMPDIR": str(temp),
-           "PREFECT_HOME": str(tmp_path / "prefect-home"),  # fresh: its database migrates
            "INGEST_QDRANT_PATH": str(tmp_path / "store")}
     port = free_port()
     base = f"http://127.0.0.1:{port}"

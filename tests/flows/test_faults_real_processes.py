@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_same_store, free_port
+from tests.conftest import assert_same_store, free_port, wait_until
 from tests.flows.test_reruns_real_processes import (
     SCRIPT,
     reference_store,
@@ -99,8 +99,8 @@ def test_sigterm_finishes_files_in_flight_and_the_next_run_completes(env, tmp_pa
     done = summary["files"]
     assert 3 <= len(done) < 16 and {f["status"] for f in done} == {"indexed"}
     assert "interrupted" in err and "Traceback" not in err
-    time.sleep(2)
-    assert _prefect_processes_of(env["PREFECT_HOME"]) == []  # its temporary server went with it
+    wait_until(lambda: _prefect_processes_of(env["PREFECT_HOME"]) == [], timeout=60,
+               what="its temporary server to go with it")
 
     rerun = subprocess.run([str(SCRIPT), "run", str(corpus), "--json"], env=env, capture_output=True,
                            text=True, timeout=300)

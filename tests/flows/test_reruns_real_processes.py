@@ -14,7 +14,9 @@ import pytest
 
 from tests.conftest import assert_same_store, close_stores, make_config, run_all, snapshot
 
-pytestmark = [pytest.mark.flow, pytest.mark.store]
+# Process-level behaviour (the run lock, a SIGKILL between writes): the same for both embedded
+# backends, whose own crash safety is tested write step by write step in tests/integration.
+pytestmark = [pytest.mark.flow, pytest.mark.once]
 SCRIPT = Path(sys.executable).parent / "ingest"
 
 
