@@ -1,11 +1,16 @@
 """Parse PDFs in worker processes with a time and a memory limit.
 
 Real corpora hold PDFs that take 20 s and 400 MB for one page, and fuzzed files that crash
-deep inside the parser. Each PDF is parsed in a pebble worker process: one that runs past
-``timeout_s`` is killed (``failed``/``timeout``), one that needs more than ``memory_mb`` of
-address space gets a ``MemoryError`` (``failed``/``too_large``), one that dies (segfault,
-killed) costs its own file only (``failed``/``parser_crashed``). Pebble replaces dead workers;
-the caller's threads keep embedding other files meanwhile.
+deep inside the parser. Each PDF is parsed in a pebble worker process: one that uses more than
+``timeout_s`` seconds **of CPU** is stopped (``failed``/``timeout``), one that needs more than
+``memory_mb`` of address space gets a ``MemoryError`` (``failed``/``too_large``), one that dies
+(segfault, killed) costs its own file only (``failed``/``parser_crashed``). Pebble replaces dead
+workers; the caller's threads keep embedding other files meanwhile.
+
+The time limit counts CPU, not wall time: the workers run at low priority (the model comes
+first), so on a machine busy with other work a parse may wait far longer than it computes —
+a wall-clock limit failed ordinary PDFs there. A wall-clock backstop (``WALL_FACTOR`` times the
+limit) still kills a parse that hangs without computing.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import multiprocessing
 import signal
 from concurrent.futures import TimeoutError as FutureTimeout
+from types import FrameType
 
 from tasks.core.errors import FileRejected
 from tasks.core.models import Document, Reason
@@ -25,6 +31,17 @@ TASKS_PER_WORKER = 200
 # Address space held back during a parse and released on MemoryError, so the worker can still
 # build and send its answer; added on top of the configured limit.
 RESERVE_BYTES = 32 * 1024 * 1024
+# The wall-clock backstop: this many times the CPU limit, plus a minute.
+WALL_FACTOR, WALL_SLACK_S = 10, 60.0
+
+
+class _OutOfCpu(BaseException):
+    """Raised in a worker when its parse used up its CPU time. A ``BaseException``: pypdf and
+    the page loop catch ``Exception`` to survive broken pages, and must not swallow this."""
+
+
+def _out_of_cpu(signum: int, frame: FrameType | None) -> None:
+    raise _OutOfCpu
 
 
 def _limit_memory(memory_mb: int) -> None:
@@ -35,27 +52,38 @@ def _limit_memory(memory_mb: int) -> None:
     import resource
 
     os.nice(10)
+    signal.signal(signal.SIGPROF, _out_of_cpu)
+    import tasks.core.readers  # noqa: F401 (with pypdf: imported here, not in a file's CPU time)
+    import pypdf  # noqa: F401
+
     limit = memory_mb * 1024 * 1024 + RESERVE_BYTES
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     soft = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-def _parse_pdf(data: bytes, max_pages: int, max_chars: int | None, memory_mb: int) -> Document:
-    """Runs in the worker."""
+def _parse_pdf(data: bytes, max_pages: int, max_chars: int | None, memory_mb: int,
+               cpu_s: float) -> Document:
+    """Runs in the worker (in its main thread, where SIGPROF's handler runs)."""
     import mmap
 
     from tasks.core.readers import read_pdf
 
     # Untouched anonymous memory: it costs address space only (no page is ever written).
     reserve = mmap.mmap(-1, RESERVE_BYTES)
+    # SIGPROF once this process has used ``cpu_s`` more seconds of CPU.
+    signal.setitimer(signal.ITIMER_PROF, cpu_s)
     try:
         return read_pdf(data, max_pages=max_pages, max_chars=max_chars)
+    except _OutOfCpu:
+        raise FileRejected(Reason.TIMEOUT, f"parsing used more than {cpu_s:g} s of CPU "
+                                           "(INGEST_PARSE_TIMEOUT); abandoned") from None
     except MemoryError:
         reserve.close()
         raise FileRejected(Reason.TOO_LARGE, f"parsing needed more than {memory_mb} MB "
                                              "(INGEST_PARSE_MEMORY_MB); abandoned") from None
     finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
         if not reserve.closed:
             reserve.close()
 
@@ -79,13 +107,15 @@ class ParsePool:
         """Parse in a worker; limits and crashes become ``FileRejected``."""
         from pebble import ProcessExpired
 
-        future = self._pool.schedule(_parse_pdf, args=(data, max_pages, max_chars, self.memory_mb),
-                                     timeout=self.timeout_s)
+        wall_s = self.timeout_s * WALL_FACTOR + WALL_SLACK_S
+        future = self._pool.schedule(
+            _parse_pdf, args=(data, max_pages, max_chars, self.memory_mb, self.timeout_s),
+            timeout=wall_s)
         try:
             return future.result()
         except FutureTimeout:
-            raise FileRejected(Reason.TIMEOUT, f"parsing took longer than {self.timeout_s:g}s "
-                                               "(INGEST_PARSE_TIMEOUT); abandoned") from None
+            raise FileRejected(Reason.TIMEOUT, f"parsing took more than {wall_s:g} s of wall time "
+                                               "(10 × INGEST_PARSE_TIMEOUT + 60); abandoned") from None
         except ProcessExpired as exc:
             how = (f"signal {signal.Signals(-exc.exitcode).name}" if exc.exitcode and exc.exitcode < 0
                    else f"exit code {exc.exitcode}")

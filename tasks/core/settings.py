@@ -114,7 +114,8 @@ class IngestSettings(BaseSettings):
     max_file_chunks: int = Field(
         10_000, ge=1, description="Chunks one file may produce; beyond it the file is too_large "
                                   "(10,000 chunks of 192 tokens: ~7 MB of English prose)")
-    parse_timeout: float = Field(60.0, gt=0, description="Seconds one PDF may take to parse")
+    parse_timeout: float = Field(60.0, gt=0, description="Seconds of CPU one PDF may use to parse "
+                                                       "(CPU, not wall time: a busy machine does not fail files)")
     parse_memory_mb: int = Field(1024, ge=128, description="Address space of a PDF parse worker")
     parse_workers: int = Field(2, ge=1, le=64, description="Processes parsing PDFs")
     workers: int = Field(3, ge=1, le=64, description="Threads running file groups")

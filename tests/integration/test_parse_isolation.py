@@ -42,20 +42,21 @@ def _statuses(outcomes: dict) -> dict:
 
 
 def test_a_parse_past_the_time_limit_is_abandoned(store_path, batch):
+    # The limit counts the parse's CPU seconds (~3 for the flood, milliseconds for the guide),
+    # so it holds however busy the machine is.
     config = make_config(store_path).model_copy(update={"parse_timeout_s": 1.0})
-    started = time.monotonic()
     outcomes = run_all(config, [str(batch)])
     assert _statuses(outcomes) == {"a-lakes.pdf": ("indexed", "ok"), "b-flood.pdf": ("failed", "timeout"),
                                    "c-heat.txt": ("indexed", "ok")}
-    assert "INGEST_PARSE_TIMEOUT" in outcomes["b-flood.pdf"].detail
-    assert time.monotonic() - started < 30
+    assert "s of CPU (INGEST_PARSE_TIMEOUT)" in outcomes["b-flood.pdf"].detail
     # The killed worker was replaced: the next PDF parses.
     outcomes = run_all(config.model_copy(update={"overwrite": True}), [str(batch / "a-lakes.pdf")])
     assert _statuses(outcomes) == {"a-lakes.pdf": ("updated", "ok")}
 
 
 def test_a_parse_past_the_memory_limit_is_abandoned(store_path, batch):
-    config = make_config(store_path).model_copy(update={"parse_memory_mb": 128})
+    # A CPU limit the flood cannot reach: the memory limit decides.
+    config = make_config(store_path).model_copy(update={"parse_memory_mb": 128, "parse_timeout_s": 600.0})
     outcomes = run_all(config, [str(batch)])
     assert _statuses(outcomes) == {"a-lakes.pdf": ("indexed", "ok"), "b-flood.pdf": ("failed", "too_large"),
                                    "c-heat.txt": ("indexed", "ok")}
@@ -63,11 +64,12 @@ def test_a_parse_past_the_memory_limit_is_abandoned(store_path, batch):
 
 
 def test_a_killed_parser_costs_its_own_file_only(store_path, batch):
-    config = make_config(store_path).model_copy(update={"parse_workers": 1})
+    config = make_config(store_path).model_copy(update={"parse_workers": 1, "parse_timeout_s": 600.0})
 
     def kill_the_busy_worker() -> None:
-        # The hostile PDF keeps the only worker busy for ~3 s: kill it in the middle.
-        deadline = time.monotonic() + 60
+        # The hostile PDF keeps the only worker busy for ~3 s of CPU: kill it in the middle
+        # (the worker runs at low priority: on a busy machine that takes longer than 3 s).
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             time.sleep(0.1)
             for child in multiprocessing.active_children():
