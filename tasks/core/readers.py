@@ -126,9 +126,16 @@ def sniff_kind(head: bytes, name: str) -> DocumentKind:
     raise FileRejected(Reason.UNSUPPORTED_TYPE, f"not a PDF or .txt file ({what})")
 
 
+# Typographic ligatures (U+FB00-FB06) as PDFs often encode them: "misﬁts" is "misfits" to a
+# reader, but neither the model's tokenizer nor a keyword index folds them.
+_LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi",
+                            "\ufb04": "ffl", "\ufb05": "st", "\ufb06": "st"})
+
+
 def clean_text(text: str) -> str:
-    """Drop NULs and other control characters; make the text valid UTF-8 for the store."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    """Drop NULs and other control characters, unfold typographic ligatures; make the text
+    valid UTF-8 for the store."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_LIGATURES)
     text = _CONTROL.sub("", text.replace("\ufeff", ""))
     # Lone surrogates (seen in pypdf output) cannot be stored as JSON.
     return text.encode("utf-8", "replace").decode("utf-8")

@@ -196,3 +196,9 @@ def test_utf16_of_odd_length_drops_its_dangling_byte(encoding):
 
 def test_tildes_in_ascii_are_not_taken_for_hz():
     assert read_text(b"paths like ~{home} and ~/x stay ascii").encoding == "ascii"
+
+
+def test_typographic_ligatures_are_unfolded():
+    from tasks.core.readers import clean_text
+
+    assert clean_text("The misﬁts, the ﬂour and the oﬃce") == "The misfits, the flour and the office"
