@@ -114,9 +114,6 @@ def run(
     from tasks.core.stages.prepare import prepare
 
     settings = _settings()
-    # Prefect's API first: its temporary server starts while the model loads below.
-    prefect = connection()
-    prefect.start(settings.prefect_start_timeout_s)
     try:
         params = IngestParams.with_defaults_from(
             settings, sources=sources, include=include or [], collection=collection,
@@ -125,6 +122,10 @@ def run(
             force_prune=force_prune)
     except ValidationError as exc:
         _fail(validation_message(exc), 2)
+    # Prefect's API first: its temporary server starts while the sources are checked and the
+    # model loads below.
+    prefect = connection()
+    prefect.start(settings.prefect_start_timeout_s)
     try:
         # Everything that would make the whole run impossible is checked here, before Prefect
         # starts, so it ends as one line instead of a flow-run traceback.

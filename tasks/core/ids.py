@@ -9,7 +9,8 @@ import uuid
 # Fixed namespace: the same source URI and chunk index give the same point ID on every machine.
 POINT_NAMESPACE = uuid.UUID("6f1c2d0e-3b7a-5c55-9a43-1f3e2b8d7c10")
 # Bump when readers or chunking change what a file turns into: indexed files then re-embed.
-PIPELINE_VERSION = "1"
+# 2: ligatures unfolded, pypdf with its font/RTL/Brotli extras, ISO-2022/HZ and odd UTF-16 decoded.
+PIPELINE_VERSION = "2"
 
 
 def point_id(source_uri: str, chunk_index: int) -> str:

@@ -102,6 +102,22 @@ class Document:
     content_sha256: str
     encoding: str | None = None
     unreadable_pages: tuple[int, ...] = ()
+    #: What the parser warned about while reading the file: how often, and the first few.
+    warning_count: int = 0
+    warnings: tuple[str, ...] = ()
+    #: What the reader had to repair to decode a text file (e.g. a dangling byte dropped).
+    repairs: tuple[str, ...] = ()
+
+    def notes(self) -> tuple[str, ...]:
+        """What a file's row should say about its extraction, besides its outcome."""
+        notes = list(self.repairs)
+        if self.unreadable_pages:
+            notes.append(f"text extraction failed on page(s) {list(self.unreadable_pages)}")
+        if self.warning_count:
+            first = self.warnings[0] if self.warnings else ""
+            notes.append(f"{self.warning_count} parser warning{'s' if self.warning_count != 1 else ''}"
+                         + (f", first: {first}" if first else ""))
+        return tuple(notes)
 
     @property
     def page_count(self) -> int | None:

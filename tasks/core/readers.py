@@ -8,11 +8,15 @@ inside ``extract_text()`` — ends as a ``FileRejected`` with a reason, never as
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import dataclasses
 import hashlib
 import io
 import logging
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import PurePosixPath
 
 import filetype
@@ -31,6 +35,72 @@ HEAD_BYTES = 8192
 # a few strays (a NUL, a form feed) are tolerated in any file.
 MAX_GARBAGE_RATIO, GARBAGE_ALLOWANCE = 0.02, 8
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
+
+
+#: Parser warnings kept per file (all are counted).
+KEPT_WARNINGS = 3
+
+
+class _WarningCapture(logging.Handler):
+    """Collects the warnings a library logs while one thread reads one file.
+
+    pypdf reports what it repaired through ``logging`` (thousands of lines on some real
+    batches, e.g. one per font when fontTools is missing); they belong to the file, not to
+    standard error.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.counts: dict[int, int] = {}
+        self.kept: dict[int, list[str]] = {}
+        self.lock_ = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        thread = record.thread or 0
+        with self.lock_:
+            if thread not in self.counts:
+                return  # a thread not reading a file: leave it to the usual handlers
+            self.counts[thread] += 1
+            kept = self.kept[thread]
+            if len(kept) < KEPT_WARNINGS:
+                try:
+                    kept.append(" ".join(record.getMessage().split())[:200])
+                except Exception:  # noqa: BLE001 (a malformed record must not break a read)
+                    kept.append(str(record.msg)[:200])
+
+
+_capture = _WarningCapture()
+_capture_users = 0
+_capture_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def captured_warnings(logger_name: str = "pypdf") -> Iterator[tuple[list[int], list[str]]]:
+    """Capture what ``logger_name`` warns about in this thread: yields ``(count, kept)`` lists
+    filled in when the block ends; meanwhile those warnings do not reach standard error."""
+    global _capture_users
+    thread = threading.get_ident()
+    logger = logging.getLogger(logger_name)
+    with _capture_guard:
+        if _capture_users == 0:
+            logger.addHandler(_capture)
+            logger.propagate = False
+        _capture_users += 1
+    with _capture.lock_:
+        _capture.counts[thread], _capture.kept[thread] = 0, []
+    count: list[int] = [0]
+    kept: list[str] = []
+    try:
+        yield count, kept
+    finally:
+        with _capture.lock_:
+            count[0] = _capture.counts.pop(thread, 0)
+            kept.extend(_capture.kept.pop(thread, []))
+        with _capture_guard:
+            _capture_users -= 1
+            if _capture_users == 0:
+                logger.removeHandler(_capture)
+                logger.propagate = True
 
 
 def sniff_kind(head: bytes, name: str) -> DocumentKind:
@@ -56,9 +126,16 @@ def sniff_kind(head: bytes, name: str) -> DocumentKind:
     raise FileRejected(Reason.UNSUPPORTED_TYPE, f"not a PDF or .txt file ({what})")
 
 
+# Typographic ligatures (U+FB00-FB06) as PDFs often encode them: "misﬁts" is "misfits" to a
+# reader, but neither the model's tokenizer nor a keyword index folds them.
+_LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi",
+                            "\ufb04": "ffl", "\ufb05": "st", "\ufb06": "st"})
+
+
 def clean_text(text: str) -> str:
-    """Drop NULs and other control characters; make the text valid UTF-8 for the store."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    """Drop NULs and other control characters, unfold typographic ligatures; make the text
+    valid UTF-8 for the store."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_LIGATURES)
     text = _CONTROL.sub("", text.replace("\ufeff", ""))
     # Lone surrogates (seen in pypdf output) cannot be stored as JSON.
     return text.encode("utf-8", "replace").decode("utf-8")
@@ -71,34 +148,84 @@ def check_text_size(chars: int, limit: int | None, where: str = "") -> None:
                                              f"limit of {limit:,} (INGEST_MAX_FILE_CHARS)")
 
 
-def read_text(data: bytes, *, max_chars: int | None = None) -> Document:
-    """Decode a text file in whatever encoding it uses (BOMs, UTF-16/32, legacy code pages)."""
-    digest = hashlib.sha256(data).hexdigest()
-    if not data.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):
-        raise FileRejected(Reason.EMPTY, "the file has no content")
+# 7-bit encodings that switch character sets with escape sequences: charset-normalizer takes
+# them for ASCII/UTF-8 full of control characters. Each is recognised by its designators.
+_ESCAPE_ENCODINGS = (
+    ("iso2022_jp_2", (b"\x1b$B", b"\x1b$@", b"\x1b$A", b"\x1b$(C", b"\x1b$(D", b"\x1b(J", b"\x1b(I")),
+    ("iso2022_kr", (b"\x1b$)C",)),
+    ("hz", (b"~{",)),
+)
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def _escape_encoded(data: bytes) -> tuple[str, str] | None:
+    """``(text, encoding)`` for ISO-2022-JP/KR or HZ text, else ``None``."""
+    if max(data, default=0) >= 0x80:
+        return None  # these encodings are 7-bit
+    for encoding, designators in _ESCAPE_ENCODINGS:
+        if any(d in data for d in designators):
+            if encoding == "hz" and b"~}" not in data:
+                continue
+            try:
+                text = data.decode(encoding)
+            except UnicodeDecodeError:
+                continue
+            if any(ord(c) > 0x7F for c in text):
+                return text, encoding
+    return None
+
+
+def _decode(data: bytes) -> tuple[str, str, tuple[str, ...]]:
+    """``(text, encoding, repairs)``, or ``FileRejected``."""
+    escaped = _escape_encoded(data)
+    if escaped is not None:
+        return escaped[0], escaped[1], ()
+    repairs: tuple[str, ...] = ()
+    if len(data) % 2 and (data[:2] in _UTF16_BOMS or data.count(b"\x00") > len(data) // 4):
+        # UTF-16 (a BOM, or NULs in every other byte of mostly-Latin text) with an odd number
+        # of bytes, as a truncated copy leaves it: the last byte is half a character.
+        data, repairs = data[:-1], ("dropped a dangling last byte (UTF-16 of odd length)",)
     match = from_bytes(data).best()
     if match is None:
         guess = filetype.guess(data[:HEAD_BYTES])
         if guess is not None:
             raise FileRejected(Reason.UNSUPPORTED_TYPE, f"named .txt but the content is {guess.mime}")
         raise FileRejected(Reason.UNDECODABLE, "no text encoding fits the bytes (binary data?)")
-    raw = str(match)
+    return str(match), match.encoding, repairs
+
+
+def read_text(data: bytes, *, max_chars: int | None = None) -> Document:
+    """Decode a text file in whatever encoding it uses (BOMs, UTF-16/32, legacy code pages,
+    ISO-2022 and HZ escape sequences)."""
+    digest = hashlib.sha256(data).hexdigest()
+    if not data.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):
+        raise FileRejected(Reason.EMPTY, "the file has no content")
+    raw, encoding, repairs = _decode(data)
     check_text_size(len(raw), max_chars)
     garbage = len(_CONTROL.findall(raw))
     if garbage > MAX_GARBAGE_RATIO * len(raw) + GARBAGE_ALLOWANCE:
         raise FileRejected(Reason.UNDECODABLE,
-                           f"decoded as {match.encoding} but {garbage} of {len(raw)} characters "
+                           f"decoded as {encoding} but {garbage} of {len(raw)} characters "
                            "are control or replacement characters")
     text = clean_text(raw)
     if not text.strip():
         raise FileRejected(Reason.EMPTY, "the file contains only white space")
     return Document(kind=DocumentKind.TEXT, pages=(Page(number=None, text=text),),
-                    content_sha256=digest, encoding=match.encoding)
+                    content_sha256=digest, encoding=encoding, repairs=repairs)
 
 
 def read_pdf(data: bytes, *, max_pages: int, max_chars: int | None = None) -> Document:
     """Extract text page by page with pypdf; pages that fail are listed, not fatal. Stops as
-    soon as the text exceeds ``max_chars`` (``too_large``)."""
+    soon as the text exceeds ``max_chars`` (``too_large``). pypdf's warnings are counted on the
+    document (the first few kept), not printed."""
+    with captured_warnings("pypdf") as (count, kept):
+        document = _extract_pdf(data, max_pages=max_pages, max_chars=max_chars)
+    if count[0]:
+        log.debug("pypdf: %d warnings, first: %s", count[0], kept)
+    return dataclasses.replace(document, warning_count=count[0], warnings=tuple(kept))
+
+
+def _extract_pdf(data: bytes, *, max_pages: int, max_chars: int | None) -> Document:
     from pypdf import PasswordType, PdfReader
 
     digest = hashlib.sha256(data).hexdigest()
@@ -125,7 +252,7 @@ def read_pdf(data: bytes, *, max_pages: int, max_chars: int | None = None) -> Do
         except MemoryError:
             raise
         except Exception as exc:  # a broken content stream spoils one page, not the file
-            log.warning("page %d: text extraction failed: %s: %s", number, type(exc).__name__, exc)
+            log.debug("page %d: text extraction failed: %s: %s", number, type(exc).__name__, exc)
             unreadable.append(number)
             continue
         chars += len(text)

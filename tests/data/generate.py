@@ -154,6 +154,16 @@ def operator_flood_pdf(operators: int, *, text: str = "word") -> bytes:
     return out.getvalue()
 
 
+def misplaced_xref_pdf(source: Path) -> bytes:
+    """``source`` with its ``startxref`` pointing at the wrong offset: pypdf repairs it and reads
+    every page, warning about it through ``logging`` as it goes."""
+    import re
+
+    data = source.read_bytes()
+    tail = data.rfind(b"startxref")
+    return data[:tail] + re.sub(rb"startxref\s+\d+", b"startxref\n123", data[tail:])
+
+
 def write_samples() -> None:
     write_pdf(SAMPLES / "alpine-lakes-field-guide.pdf", ALPINE_LAKES, title="Field Guide to Alpine Lakes")
     write_pdf(SAMPLES / "sourdough-handbook.pdf", SOURDOUGH, title="The Sourdough Handbook")

@@ -159,3 +159,46 @@ def test_fuzzed_input_never_escapes_as_anything_but_a_rejection(tail, name):
             read_document(data, name, max_pages=50)
         except FileRejected:
             pass
+
+
+def test_parser_warnings_are_counted_on_the_file_not_printed(capfd):
+    from tests.data.generate import misplaced_xref_pdf
+
+    document = read_pdf(misplaced_xref_pdf(MIXED / "alpine-lakes.pdf"), max_pages=10)
+    assert len(document.pages) == 4 and document.warning_count >= 1
+    assert "startxref" in document.warnings[0]
+    assert document.notes() == (f"{document.warning_count} parser warning"
+                                f"{'s' if document.warning_count > 1 else ''}, first: {document.warnings[0]}",)
+    out, err = capfd.readouterr()
+    assert "startxref" not in out + err
+    clean = read_pdf((MIXED / "alpine-lakes.pdf").read_bytes(), max_pages=10)
+    assert clean.warning_count == 0 and clean.notes() == ()
+
+
+@pytest.mark.parametrize("encoding,text", [
+    ("iso2022_jp", "氷河湖はなぜ青緑色なのか。岩粉が光を散乱させるからです。"),
+    ("iso2022_kr", "빙하 호수는 왜 청록색인가. 암석 가루가 빛을 산란시키기 때문이다."),
+    ("hz", "冰川湖为什么是绿松石色的？因为岩粉散射阳光。"),
+])
+def test_escape_sequence_encodings_are_decoded(encoding, text):
+    document = read_text(text.encode(encoding))
+    assert document.pages[0].text == text and document.repairs == ()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_of_odd_length_drops_its_dangling_byte(encoding):
+    text = "Heat pumps move heat; a café keeps its accents. " * 4
+    document = read_text(text.encode(encoding) + b"\x00")
+    assert document.pages[0].text == text.strip() or document.pages[0].text == text
+    assert document.repairs == ("dropped a dangling last byte (UTF-16 of odd length)",)
+    assert document.notes() == document.repairs
+
+
+def test_tildes_in_ascii_are_not_taken_for_hz():
+    assert read_text(b"paths like ~{home} and ~/x stay ascii").encoding == "ascii"
+
+
+def test_typographic_ligatures_are_unfolded():
+    from tasks.core.readers import clean_text
+
+    assert clean_text("The misﬁts, the ﬂour and the oﬃce") == "The misfits, the flour and the office"

@@ -25,7 +25,8 @@ class ChunkedFile:
     chunks: tuple[Chunk, ...]
     content_sha256: str
     page_count: int | None
-    unreadable_pages: tuple[int, ...]
+    #: What the file's row says about its extraction (failed pages, parser warnings, repairs).
+    notes: tuple[str, ...]
     replaces: bool
     seconds: float
 
@@ -55,6 +56,6 @@ def chunk_file(item: ReadFile, chunker: Chunker, max_chunks: int | None = None) 
                                              f"{max_chunks:,} (INGEST_MAX_FILE_CHUNKS)",
                            pages=document.page_count)
     return ChunkedFile(file=item.file, chunks=tuple(chunks), content_sha256=document.content_sha256,
-                       page_count=document.page_count, unreadable_pages=document.unreadable_pages,
+                       page_count=document.page_count, notes=document.notes(),
                        replaces=item.replaces,
                        seconds=item.seconds + time.perf_counter() - started)

@@ -67,8 +67,7 @@ def write_file(item: EmbeddedFile, config: PipelineConfig, store: VectorStore) -
         return FileOutcome.rejected(chunked.file.uri, Reason.ERROR, f"store refused the write: {exc}",
                                     pages=chunked.page_count,
                                     seconds=item.seconds + time.perf_counter() - started)
-    detail = (f"text extraction failed on page(s) {list(chunked.unreadable_pages)}"
-              if chunked.unreadable_pages else "")
+    detail = "; ".join(chunked.notes)
     return FileOutcome(source=chunked.file.uri,
                        status=Status.UPDATED if chunked.replaces else Status.INDEXED,
                        detail=detail, pages=chunked.page_count, chunks=len(chunked.chunks),
