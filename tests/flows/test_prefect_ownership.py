@@ -37,6 +37,22 @@ def prefect_servers(parent: int) -> list[int]:
     return found
 
 
+def stop_and_expect_no_server(process: subprocess.Popen, stop: signal.Signals) -> None:
+    """Stop ``process`` with ``stop``; no Prefect server it started may outlive it."""
+    process.send_signal(stop)
+    process.wait(timeout=120)
+    wait_until(lambda: not prefect_servers(process.pid), timeout=60,
+               what="its Prefect server to stop with it")
+
+
+def cleanup(process: subprocess.Popen) -> None:
+    """Whatever a failed test left running: the process and its servers."""
+    if process.poll() is None:
+        process.kill()
+    for pid in prefect_servers(process.pid):
+        os.kill(pid, signal.SIGKILL)
+
+
 def start_api(env: dict, tmp_path: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = open(tmp_path / f"api-{port}.log", "w")
@@ -102,15 +118,9 @@ def test_the_api_leaves_no_prefect_server_behind(api_env, tmp_path, stop):
                            timeout=300)
         assert reply.status_code == 200, reply.text
         assert len(prefect_servers(api.pid)) == 1  # the request started none
-        api.send_signal(stop)
-        api.wait(timeout=120)
-        wait_until(lambda: not prefect_servers(api.pid), timeout=60,
-                   what="the Prefect server to stop with the API")
+        stop_and_expect_no_server(api, stop)
     finally:
-        if api.poll() is None:
-            api.kill()
-        for pid in prefect_servers(api.pid):
-            os.kill(pid, signal.SIGKILL)
+        cleanup(api)
 
 
 def test_a_killed_cli_run_leaves_no_prefect_server_behind(cli_env, tmp_path):
@@ -124,13 +134,9 @@ def test_a_killed_cli_run_leaves_no_prefect_server_behind(cli_env, tmp_path):
         wait_until(lambda: prefect_servers(run.pid) or run.poll() is not None, timeout=120,
                    what="the run's Prefect server")
         assert run.poll() is None, "the run ended before it could be killed"
-        run.kill()
-        run.wait(timeout=30)
-        wait_until(lambda: not prefect_servers(run.pid), timeout=60,
-                   what="the Prefect server to go with the killed run")
+        stop_and_expect_no_server(run, signal.SIGKILL)
     finally:
-        if run.poll() is None:
-            run.kill()
+        cleanup(run)
 
 
 def test_a_prefect_api_past_its_deadline_is_one_line_naming_the_setting(cli_env):
