@@ -33,9 +33,9 @@ demo: install
 # search, export) run against each embedded backend, Qdrant Edge and qdrant-client's local mode
 # (which stands in for a Qdrant server); the rest against Edge. Two workers: much of the suite
 # waits on real servers and processes, and every test must hold up on a busy machine.
-PYTEST_WORKERS ?= 2
+PYTEST_WORKERS ?= 3
 test: install-test
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal --durations=15
 
 test-e2e: install-test
 	$(BIN)/python -m pytest -m e2e

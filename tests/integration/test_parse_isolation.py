@@ -43,12 +43,13 @@ def _statuses(outcomes: dict) -> dict:
 
 def test_a_parse_past_the_time_limit_is_abandoned(store_path, batch):
     # The limit counts the parse's CPU seconds (~3 for the flood, milliseconds for the guide),
-    # so it holds however busy the machine is.
+    # so it holds however busy the machine is; a worker starved of CPU altogether meets the
+    # wall-clock backstop instead (seen with two CPU hogs and a second test worker).
     config = make_config(store_path).model_copy(update={"parse_timeout_s": 1.0})
     outcomes = run_all(config, [str(batch)])
     assert _statuses(outcomes) == {"a-lakes.pdf": ("indexed", "ok"), "b-flood.pdf": ("failed", "timeout"),
                                    "c-heat.txt": ("indexed", "ok")}
-    assert "s of CPU (INGEST_PARSE_TIMEOUT)" in outcomes["b-flood.pdf"].detail
+    assert "INGEST_PARSE_TIMEOUT" in outcomes["b-flood.pdf"].detail
     # The killed worker was replaced: the next PDF parses.
     outcomes = run_all(config.model_copy(update={"overwrite": True}), [str(batch / "a-lakes.pdf")])
     assert _statuses(outcomes) == {"a-lakes.pdf": ("updated", "ok")}
