@@ -207,6 +207,21 @@ def connection() -> PrefectConnection:
     return _connection
 
 
+def prefect_api_ready(deadline_s: float | None = None) -> str:
+    """Start this process's Prefect API (or reach ``PREFECT_API_URL``) and wait for it; its URL.
+
+    What a script calling the flow directly does first: Prefect's own lazy start gives its
+    temporary server 20 s, which a busy machine exceeds. ``deadline_s`` defaults to
+    ``INGEST_PREFECT_START_TIMEOUT_S``.
+    """
+    if deadline_s is None:
+        from tasks.core.settings import IngestSettings
+
+        deadline_s = IngestSettings().prefect_start_timeout_s
+    _connection.start(deadline_s)
+    return _connection.wait_ready()
+
+
 # --- the server process -------------------------------------------------------------------
 
 def _watch_parent(parent: int) -> None:

@@ -26,6 +26,9 @@ def main() -> None:
     isolated_run_environment("bench-dask-")
     from distributed import LocalCluster
 
+    from apps.prefect_api import prefect_api_ready
+
+    prefect_api_ready()
     from flows.ingest_flow import ingest_documents
 
     corpus = cached_corpus(args.files)

@@ -24,8 +24,10 @@ def main() -> None:
     from bench.corpus import cached_corpus, isolated_run_environment
 
     isolated_run_environment("bench-rerun-")
+    from apps.prefect_api import prefect_api_ready
     from flows.ingest_flow import ingest_documents
 
+    prefect_api_ready()
     corpus = cached_corpus(args.files)
     warmup = next(p for p in sorted(corpus.rglob("*.txt")))
     ingest_documents(sources=[str(warmup)], collection="warmup")
