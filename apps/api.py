@@ -54,6 +54,7 @@ from tasks.core.resources import resources
 from tasks.core.rows import file_rows, hit_row
 from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
 from tasks.core.sources import display_name
+from tasks.core.sparse import SearchMode
 
 log = logging.getLogger("ingest.api")
 
@@ -298,16 +299,18 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     @app.get("/search", dependencies=[Depends(require_key)])
     def search(q: Annotated[str, Query(min_length=1, max_length=2000)],
-               k: Annotated[int, Query(ge=1, le=100)] = 5):
-        """Page-cited hits for ``q``."""
+               k: Annotated[int, Query(ge=1, le=100)] = 5,
+               mode: Annotated[SearchMode, Query()] = "hybrid"):
+        """Page-cited hits for ``q``: ``mode`` hybrid (meaning and keywords fused, the
+        default), dense (meaning) or sparse (keywords, BM25)."""
         from tasks.core.search import search as run_search
 
         try:
-            hits = run_search(q, PipelineConfig.build(settings), resources(), limit=k)
+            hits = run_search(q, PipelineConfig.build(settings), resources(), limit=k, mode=mode)
         except IngestError as exc:
             if "does not exist" in str(exc):
                 raise HTTPException(404, str(exc)) from exc
             raise Unavailable(str(exc), STARTING_RETRY_S) from exc
-        return {"query": q, "hits": [hit_row(h) for h in hits]}
+        return {"query": q, "mode": mode, "hits": [hit_row(h) for h in hits]}
 
     return app

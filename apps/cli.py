@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import Enum
 from typing import Annotated, NoReturn, Optional
 
 import typer
@@ -22,6 +23,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Ingest PDF and text documents into a Qdrant vector store.")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
+
+
+class SearchModeOption(str, Enum):
+    """``ingest search --mode`` (the modes of ``tasks.core.sparse.SEARCH_MODES``)."""
+
+    hybrid = "hybrid"
+    dense = "dense"
+    sparse = "sparse"
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -195,9 +204,12 @@ def search(
     query: Annotated[str, typer.Argument(help="What to look for")],
     collection: Annotated[Optional[str], typer.Option(help="Qdrant collection [INGEST_COLLECTION]")] = None,
     k: Annotated[int, typer.Option("-k", min=1, max=100, help="Number of hits")] = 5,
+    mode: Annotated[SearchModeOption, typer.Option(
+        help="hybrid: meaning and keywords fused; dense: meaning only; sparse: keywords (BM25) only",
+    )] = SearchModeOption.hybrid,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
 ) -> None:
-    """Show the chunks nearest to QUERY, citing file and page."""
+    """Show the chunks that best answer QUERY, citing file and page."""
     from tasks.core.errors import IngestError
     from tasks.core.resources import resources
     from tasks.core.rows import hit_row
@@ -205,7 +217,7 @@ def search(
 
     try:
         config = _config(collection)
-        hits = run_search(query, config, resources(), limit=k)
+        hits = run_search(query, config, resources(), limit=k, mode=mode.value)
     except IngestError as exc:
         _fail(str(exc))
     if as_json:
@@ -251,6 +263,7 @@ def migrate(
     """Copy an embedded collection to another backend, without re-embedding."""
     from tasks.core.errors import IngestError
     from tasks.core.settings import StoreLocation
+    from tasks.core.sparse import Bm25Encoder
     from tasks.core.store import open_store
     from tasks.core.transfer import copy_collection
 
@@ -262,7 +275,7 @@ def migrate(
     source = open_store(StoreLocation.embedded(from_kind, from_path or settings.qdrant_path))
     target = open_store(StoreLocation.embedded(to_kind, to_path or settings.qdrant_path))
     try:
-        copied = copy_collection(source, target, name)
+        copied = copy_collection(source, target, name, encode=Bm25Encoder().documents)
     except IngestError as exc:
         _fail(str(exc))
     finally:

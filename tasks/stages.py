@@ -139,8 +139,10 @@ def chunk(read: Group[ReadFile], config: PipelineConfig) -> Group[ChunkedFile]:
 @task(name="embed", task_run_name=_group_name("embed"), cache_policy=NO_CACHE)
 def embed(chunked: Group[ChunkedFile], config: PipelineConfig) -> Group[EmbeddedFile]:
     """Embed every chunk of the group in one model call."""
-    embedder = resources().embedder_for(config)
-    group = embed_stage.embed(chunked, embedder, batch_size=config.embed_batch_size)
+    owner = resources()
+    embedder = owner.embedder_for(config)
+    group = embed_stage.embed(chunked, embedder, batch_size=config.embed_batch_size,
+                              bm25=owner.bm25().documents)
     get_run_logger().info("%d chunks embedded (%s)", sum(len(f.vectors) for f in group.files),
                           embedder.label)
     return group

@@ -32,6 +32,7 @@ from tasks.core.models import Document
 from tasks.core.readers import read_pdf
 from tasks.core.scheduling import ModelThread
 from tasks.core.settings import PipelineConfig, StoreLocation
+from tasks.core.sparse import Bm25Encoder
 from tasks.core.store import VectorStore, open_store
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Resources:
         self._embedders: dict[tuple[str, str], Embedder] = {}
         self._runtimes: dict[tuple[str, str], str] = {}
         self._chunkers: dict[tuple, Chunker] = {}
+        self._bm25: Bm25Encoder | None = None
         self._stores: dict[StoreLocation, VectorStore] = {}
         self._pool: tuple[tuple, ParsePool] | None = None
         self._memos: dict[Any, dict] = {}
@@ -102,6 +104,13 @@ class Resources:
                     loaded.tokenizer, chunk_tokens=config.chunk_tokens,
                     overlap=config.chunk_overlap, max_tokens=loaded.max_tokens)
             return chunker
+
+    def bm25(self) -> Bm25Encoder:
+        """The BM25 encoder of documents and queries (the sparse half of hybrid search)."""
+        with self._lock:
+            if self._bm25 is None:
+                self._bm25 = Bm25Encoder()
+            return self._bm25
 
     # -- stores ---------------------------------------------------------------------------
     def store(self, location: StoreLocation) -> VectorStore:

@@ -79,8 +79,14 @@ def test_four_files_four_results_then_unchanged_then_overwrite(client):
     forced = client.post("/batch?overwrite=true", files=upload(*FOUR[:2]))
     assert {s for s, _ in by_file(forced).values()} == {"updated"}
 
-    hits = client.get("/search", params={"q": "why are glacial lakes turquoise", "k": 1}).json()["hits"]
+    found = client.get("/search", params={"q": "why are glacial lakes turquoise", "k": 1}).json()
+    assert found["mode"] == "hybrid"
+    hits = found["hits"]
     assert hits[0]["file"] == "guide.pdf" and hits[0]["page_start"] <= 2 <= hits[0]["page_end"]
+    for mode in ("dense", "sparse"):
+        found = client.get("/search", params={"q": "glacial lakes turquoise", "k": 1, "mode": mode})
+        assert found.json()["mode"] == mode and found.json()["hits"][0]["file"] == "guide.pdf"
+    assert client.get("/search", params={"q": "lakes", "mode": "fuzzy"}).status_code == 422
     assert client.get("/healthz").json() == {"status": "ready"}
 
 

@@ -40,6 +40,14 @@ def test_run_json_then_search(ingest_env):
     table = runner.invoke(app, ["search", "fishing licence", "--collection", "cli"])
     assert "alpine-lakes.pdf" in table.stdout and "p. 3" in table.stdout or "pp. 3" in table.stdout
 
+    for mode in ("dense", "sparse"):
+        one = runner.invoke(app, ["search", "barbless hooks", "--collection", "cli", "--mode", mode,
+                                  "-k", "1", "--json"])
+        assert one.exit_code == 0, one.output
+        assert json.loads(one.stdout)[0]["file"] == "alpine-lakes.pdf"
+    bad = runner.invoke(app, ["search", "hooks", "--collection", "cli", "--mode", "fuzzy"])
+    assert bad.exit_code == 2
+
 
 @pytest.mark.parametrize("args,code,message", [
     (["run", str(MIXED), "--chunk-tokens", "4"], 2, "chunk_tokens"),
@@ -127,7 +135,8 @@ def test_export_and_migrate_from_the_command_line(ingest_env, store_backend):
     lines = [json.loads(line) for line in exported.stdout.splitlines()]
     assert len(lines) == chunks and all(set(r) == {"id", "payload"} for r in lines)
     with_vectors = runner.invoke(app, ["export", "--collection", "moving", "--vectors"])
-    assert len(json.loads(with_vectors.stdout.splitlines()[0])["vector"]) == 384
+    first = json.loads(with_vectors.stdout.splitlines()[0])
+    assert len(first["vector"]) == 384 and len(first["sparse"]["indices"]) > 0
 
     close_stores()  # the migration opens both embedded stores itself
     other = "qdrant-local" if store_backend == "edge" else "edge"
@@ -141,6 +150,9 @@ def test_export_and_migrate_from_the_command_line(ingest_env, store_backend):
     assert sorted(l["id"] for l in map(json.loads, copied.stdout.splitlines())) == sorted(r["id"] for r in lines)
     found = runner.invoke(app, ["search", "glacial lakes turquoise", "--collection", "moving", "--json"])
     assert json.loads(found.stdout)[0]["file"] == "alpine-lakes-field-guide.pdf"
+    keywords = runner.invoke(app, ["search", "glacial turquoise", "--collection", "moving",
+                                   "--mode", "sparse", "--json"])  # the BM25 vectors moved too
+    assert json.loads(keywords.stdout)[0]["file"] == "alpine-lakes-field-guide.pdf"
     bad = runner.invoke(app, ["migrate", "--from", "edge", "--to", "edge"])
     assert bad.exit_code == 2
     missing = runner.invoke(app, ["export", "--collection", "nope"])

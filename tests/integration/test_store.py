@@ -108,10 +108,10 @@ def test_search_and_missing_collection(store_location):
     store.ensure_collection("docs", 8)
     written = points("file:///a", 5)
     store.replace_file_points("docs", "file:///a", written, batch_size=2)
-    hits = store.search("docs", written[3].vector, limit=2)
+    hits = store.search("docs", dense=written[3].vector, limit=2)
     assert hits[0].payload["chunk_index"] == 3 and hits[0].score == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(StoreError, match="does not exist"):
-        store.search("nope", written[0].vector, limit=1)
+        store.search("nope", dense=written[0].vector, limit=1)
 
 
 def test_second_process_on_the_same_folder_gets_a_clear_error(store_location):

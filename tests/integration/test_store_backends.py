@@ -8,11 +8,13 @@ import pytest
 
 from tasks.core.ids import point_id
 from tasks.core.settings import StoreLocation
+from tasks.core.sparse import Bm25Encoder
 from tasks.core.store import StoredPoint, open_store
 from tasks.core.store.edge import EdgeStore
 from tasks.core.transfer import copy_collection, export_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.store]
+BM25 = Bm25Encoder()
 
 
 def make_points(count: int, dim: int = 16):
@@ -20,19 +22,23 @@ def make_points(count: int, dim: int = 16):
     vectors = rng.normal(size=(count, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return [StoredPoint(id=point_id(f"file:///f{i // 5}", i % 5), vector=v.tolist(),
-                        payload={"source": f"file:///f{i // 5}", "chunk_index": i % 5, "text": f"t{i}"})
+                        payload={"source": f"file:///f{i // 5}", "chunk_index": i % 5, "text": f"t{i}"},
+                        sparse=BM25.documents([f"t{i} word{i % 13}"])[0])
             for i, v in enumerate(vectors)]
 
 
 def contents(store, collection):
-    return {p.id: (p.payload, p.vector) for p in store.iter_points(collection, with_vectors=True)}
+    return {p.id: (p.payload, p.vector, p.sparse)
+            for p in store.iter_points(collection, with_vectors=True)}
 
 
 def assert_same_contents(actual, expected):
     assert actual.keys() == expected.keys()
-    for key, (payload, vector) in expected.items():
+    for key, (payload, vector, sparse) in expected.items():
         assert actual[key][0] == payload
         assert np.allclose(actual[key][1], vector, atol=1e-6)
+        assert sparse is not None and actual[key][2].indices == sparse.indices
+        assert np.allclose(actual[key][2].values, sparse.values, atol=1e-6)
 
 
 @pytest.mark.parametrize("source_kind,target_kind", [("qdrant-local", "edge"), ("edge", "qdrant-local")])
@@ -42,9 +48,9 @@ def test_migration_copies_every_point_exactly(tmp_path, source_kind, target_kind
     try:
         source.ensure_collection("docs", 16)
         source.upsert_points("docs", make_points(1200))
-        assert copy_collection(source, target, "docs", batch_size=500) == 1200
+        assert copy_collection(source, target, "docs", encode=BM25.documents, batch_size=500) == 1200
         assert_same_contents(contents(target, "docs"), contents(source, "docs"))
-        assert copy_collection(source, target, "docs") == 1200  # idempotent
+        assert copy_collection(source, target, "docs", encode=BM25.documents) == 1200  # idempotent
         assert target.count("docs") == 1200
     finally:
         source.close()
@@ -60,6 +66,7 @@ def test_export_lines(tmp_path, store_backend):
         assert len(plain) == 7 and set(plain[0]) == {"id", "payload"}
         full = list(export_records(store, "docs", vectors=True))
         assert len(full[0]["vector"]) == 16
+        assert set(full[0]["sparse"]) == {"indices", "values"} and full[0]["sparse"]["indices"]
     finally:
         store.close()
 
@@ -72,11 +79,11 @@ def test_edge_searches_exactly_before_the_index_and_the_same_after(tmp_path):
         points = make_points(8000, dim=384)
         store.upsert_points("docs", points)
         queries = [points[i].vector for i in (3, 700, 7999)]
-        before = [[h.payload["text"] for h in store.search("docs", q, limit=5)] for q in queries]
+        before = [[h.payload["text"] for h in store.search("docs", dense=q, limit=5)] for q in queries]
         assert [b[0] for b in before] == ["t3", "t700", "t7999"]  # exact, no index yet
         assert store.maintain("docs") == "optimized: 8000 of 8000 points indexed"
         assert store.maintain("docs") is None  # nothing waits any more
-        after = [[h.payload["text"] for h in store.search("docs", q, limit=5)] for q in queries]
+        after = [[h.payload["text"] for h in store.search("docs", dense=q, limit=5)] for q in queries]
         assert [a[0] for a in after] == ["t3", "t700", "t7999"]
         small = EdgeStore(StoreLocation.embedded("edge", tmp_path / "small", optimize_threshold=20_000))
         small.ensure_collection("docs", 384)

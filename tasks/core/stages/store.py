@@ -75,12 +75,12 @@ def write_file(item: EmbeddedFile, config: PipelineConfig, store: VectorStore) -
 
 
 def points(item: EmbeddedFile, config: PipelineConfig) -> list[StoredPoint]:
-    """The file's points: one per chunk, IDs ``uuid5(source, chunk index)``."""
+    """The file's points: one per chunk (dense and BM25 vectors), IDs ``uuid5(source, chunk index)``."""
     chunked, file = item.chunked, item.chunked.file
     precision, _, backend = (config.embed_runtime or "fp32").partition("-")
     ingested_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return [StoredPoint(
-        id=point_id(file.uri, chunk.chunk_index), vector=vector.tolist(),
+        id=point_id(file.uri, chunk.chunk_index), vector=vector.tolist(), sparse=sparse,
         payload=PointPayload(
             text=chunk.text, chunk_index=chunk.chunk_index, page_start=chunk.page_start,
             page_end=chunk.page_end, char_start=chunk.char_start, char_end=chunk.char_end,
@@ -89,4 +89,4 @@ def points(item: EmbeddedFile, config: PipelineConfig) -> list[StoredPoint]:
             chunk_count=len(chunked.chunks), page_count=chunked.page_count,
             source_signature=file.signature, model=config.model, embed_precision=precision,
             embed_backend=backend or "torch", ingested_at=ingested_at).to_dict())
-        for chunk, vector in zip(chunked.chunks, item.vectors)]
+        for chunk, vector, sparse in zip(chunked.chunks, item.vectors, item.sparse)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import functools
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,8 +23,10 @@ from tasks.core.errors import CollectionMismatchError, StoreError
 from tasks.core.ids import point_id
 from tasks.core.payload import CHUNK_COUNT, COMPLETE, EXTENT, SIGNATURE, SOURCE, FileHead
 from tasks.core.settings import StoreLocation
+from tasks.core.sparse import Sparse, SparseEncode
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 HEAD_INDEX = 0  # a file's chunk 0 is its head point: it carries the file's commit marker
 
@@ -35,6 +38,16 @@ class StoredPoint:
     id: str
     vector: list[float] | None
     payload: dict[str, Any]
+    sparse: Sparse | None = None  # BM25 of the chunk's text (``tasks.core.sparse``)
+
+
+@dataclass(frozen=True)
+class CollectionShape:
+    """What the pipeline needs to know of an existing collection's vectors."""
+
+    size: int
+    distance: str
+    sparse: bool  # holds the BM25 vector of every point (``SPARSE_VECTOR``)
 
 
 @dataclass(frozen=True)
@@ -78,12 +91,19 @@ class VectorStore(abc.ABC):
         """Translate backend exceptions into the ingest error hierarchy."""
 
     @abc.abstractmethod
-    def _vectors_config(self, collection: str) -> tuple[int, str] | None:
-        """(size, distance) of an existing collection's unnamed vector, ``None`` if missing;
-        raises ``CollectionMismatchError`` for a collection of another shape."""
+    def _vectors_config(self, collection: str) -> CollectionShape | None:
+        """The shape of an existing collection, ``None`` if missing; raises
+        ``CollectionMismatchError`` for a collection of a shape this tool never creates."""
 
     @abc.abstractmethod
-    def _create(self, collection: str, dimension: int) -> None: ...
+    def _create(self, collection: str, dimension: int) -> None:
+        """A collection with the unnamed dense vector (cosine) and the BM25 sparse vector."""
+
+    @abc.abstractmethod
+    def _add_sparse(self, collection: str, shape: CollectionShape, encode: SparseEncode) -> int:
+        """Give a collection built before hybrid search its BM25 vectors, computed from each
+        point's payload text; dense vectors and payloads stay as they are. Safe to run again
+        after a crash. Returns the points filled in."""
 
     @abc.abstractmethod
     def _drop(self, collection: str) -> None: ...
@@ -107,7 +127,10 @@ class VectorStore(abc.ABC):
                 with_vectors: bool) -> tuple[list[StoredPoint], Any]: ...
 
     @abc.abstractmethod
-    def _query(self, collection: str, vector: Sequence[float], limit: int) -> list[SearchHit]: ...
+    def _query(self, collection: str, dense: Sequence[float] | None, sparse: Sparse | None,
+               limit: int, prefetch: int) -> list[SearchHit]:
+        """Nearest by ``dense`` (cosine), by ``sparse`` (BM25 · IDF), or — both given — both
+        lists of ``prefetch`` candidates fused by reciprocal rank in the engine."""
 
     @abc.abstractmethod
     def _count(self, collection: str) -> int: ...
@@ -121,18 +144,22 @@ class VectorStore(abc.ABC):
 
     # -- what the pipeline uses ---------------------------------------------------------
     @operation
-    def ensure_collection(self, name: str, dimension: int, *, recreate_on_mismatch: bool = False) -> None:
-        """Create the collection (cosine, ``dimension``) or check that the existing one fits.
+    def ensure_collection(self, name: str, dimension: int, *, encode: SparseEncode | None = None,
+                          recreate_on_mismatch: bool = False) -> str | None:
+        """Create the collection (cosine ``dimension``-d dense vectors and BM25 sparse ones) or
+        check that the existing one fits; returns what was done to an existing one, if anything.
 
-        Raises ``CollectionMismatchError`` before anything is written when it does not — unless
-        ``recreate_on_mismatch`` (``--overwrite``), which drops it and starts afresh.
+        Raises ``CollectionMismatchError`` before anything is written when it does not fit —
+        unless ``recreate_on_mismatch`` (``--overwrite``), which drops it and starts afresh. A
+        collection built before hybrid search gets its BM25 vectors from its payload text
+        (``encode``), without re-embedding anything.
         """
         try:
             existing = self._vectors_config(name)
-            problem = (None if existing in (None, (dimension, "Cosine"))
-                       else f"holds {existing[0]}-d {existing[1]} vectors")
+            problem = (None if existing is None or (existing.size, existing.distance) == (dimension, "Cosine")
+                       else f"holds {existing.size}-d {existing.distance} vectors")
         except CollectionMismatchError as exc:  # a shape this tool never creates
-            existing, problem = (0, ""), str(exc)
+            existing, problem = None, str(exc)
         if problem is not None:
             if not recreate_on_mismatch:
                 raise CollectionMismatchError(
@@ -142,6 +169,13 @@ class VectorStore(abc.ABC):
             existing = None
         if existing is None:
             self._create(name, dimension)
+            return None
+        if existing.sparse or encode is None:
+            return None
+        log.info("collection %r has no BM25 vectors (built before hybrid search): adding them "
+                 "from its payload text; dense vectors are kept", name)
+        filled = self._add_sparse(name, existing, encode)
+        return f"added BM25 vectors to {filled} points (dense vectors kept)"
 
     @operation
     def file_heads(self, collection: str, sources: list[str]) -> dict[str, FileHead]:
@@ -221,14 +255,33 @@ class VectorStore(abc.ABC):
     def collection_dimension(self, collection: str) -> int | None:
         """Vector size of an existing collection, ``None`` when it does not exist."""
         config = self._vectors_config(collection)
-        return None if config is None else config[0]
+        return None if config is None else config.size
 
     @operation
-    def search(self, collection: str, vector: Sequence[float], *, limit: int) -> list[SearchHit]:
-        """Nearest points by cosine similarity, best first."""
-        if self._vectors_config(collection) is None:
+    def shape(self, collection: str) -> CollectionShape | None:
+        """The existing collection's vectors, ``None`` when it does not exist."""
+        return self._vectors_config(collection)
+
+    @operation
+    def search(self, collection: str, *, dense: Sequence[float] | None = None,
+               sparse: Sparse | None = None, limit: int, prefetch: int | None = None
+               ) -> list[SearchHit]:
+        """Best points first: by cosine to ``dense``, by BM25 to ``sparse``, or by both fused
+        with reciprocal rank fusion (``prefetch`` candidates of each; default ``4 × limit``,
+        at least 40)."""
+        shape = self._vectors_config(collection)
+        if shape is None:
             raise StoreError(f"collection {collection!r} does not exist; run 'ingest run' first")
-        return self._query(collection, vector, limit)
+        if dense is None and sparse is None:
+            raise ValueError("search needs a dense or a sparse query vector")
+        if sparse is not None and not shape.sparse:
+            raise StoreError(f"collection {collection!r} has no BM25 vectors yet (built before "
+                             "hybrid search); any 'ingest run' into it adds them")
+        if sparse is not None and not sparse:  # no indexable word (a query of stopwords): dense
+            if dense is None:
+                return []
+            sparse = None
+        return self._query(collection, dense, sparse, limit, prefetch or max(4 * limit, 40))
 
     @operation
     def count(self, collection: str) -> int:

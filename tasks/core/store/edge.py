@@ -4,12 +4,18 @@ One shard folder per collection under ``<INGEST_QDRANT_PATH>/edge/<collection>``
 log (durable through a crash), memory-mapped vectors and payloads, and an HNSW index built by
 ``optimize()``. Points not yet indexed are searched exactly, so a search right after a run is
 correct before any index exists; ``maintain`` builds the index once enough points wait for it.
+
+A shard's vector config is fixed at creation, so a collection built before hybrid search gets
+its BM25 vectors by a rebuild: a new shard beside it (``<name>.upgrade``) filled with the same
+points plus BM25 from their text, then swapped in by two renames (the old folder is kept as
+``<name>.replaced`` until the swap is done; ``_recover`` finishes or undoes a swap a crash cut).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,7 +24,9 @@ from typing import Any
 from tasks.core.errors import CollectionMismatchError, IngestError, StoreError
 from tasks.core.payload import SOURCE
 from tasks.core.settings import StoreLocation
+from tasks.core.sparse import SPARSE_VECTOR, Sparse, SparseEncode
 from tasks.core.store.base import (
+    CollectionShape,
     SearchHit,
     StoredPoint,
     VectorStore,
@@ -26,6 +34,7 @@ from tasks.core.store.base import (
 )
 
 CONFIG_FILE = "edge_config.json"
+BUILDING, REPLACED = ".upgrade", ".replaced"  # suffixes of a rebuild's folders (names have no dots)
 
 
 class EdgeStore(VectorStore):
@@ -62,32 +71,81 @@ class EdgeStore(VectorStore):
             shard = self._shards[collection] = EdgeShard.load(str(self._folder(collection)))
         return shard
 
-    def _vectors_config(self, collection: str) -> tuple[int, str] | None:
+    def _recover(self, collection: str) -> None:
+        """Finish or undo a rebuild's swap that a crash interrupted."""
+        folder = self._folder(collection)
+        replaced = folder.with_name(collection + REPLACED)
+        if not replaced.exists():
+            return
+        if folder.exists():  # swapped; only the old folder's removal was left
+            shutil.rmtree(replaced, ignore_errors=True)
+        else:  # cut between the two renames: put the old shard back (the rebuild runs again)
+            os.rename(replaced, folder)
+
+    def _vectors_config(self, collection: str) -> CollectionShape | None:
+        if collection not in self._shards:
+            self._recover(collection)
         config_file = self._folder(collection) / CONFIG_FILE
         if not config_file.is_file():
             return None
-        vectors = json.loads(config_file.read_text()).get("vectors", {})
+        config = json.loads(config_file.read_text())
+        vectors = config.get("vectors", {})
         if set(vectors) != {""}:
             raise CollectionMismatchError("uses named vectors; it was not created by this tool")
         self._shard(collection)  # open now: a shard in use elsewhere fails before any work
-        return int(vectors[""]["size"]), str(vectors[""]["distance"])
+        return CollectionShape(size=int(vectors[""]["size"]), distance=str(vectors[""]["distance"]),
+                               sparse=SPARSE_VECTOR in (config.get("sparse_vectors") or {}))
 
-    def _create(self, collection: str, dimension: int) -> None:
+    @staticmethod
+    def _config(dimension: int):
         from qdrant_edge import (
             Distance,
             EdgeConfig,
-            EdgeShard,
+            EdgeSparseVectorParams,
             EdgeVectorParams,
-            PayloadSchemaType,
-            UpdateOperation,
+            Modifier,
         )
 
-        folder = self._folder(collection)
+        return EdgeConfig(vectors=EdgeVectorParams(size=dimension, distance=Distance.Cosine),
+                          sparse_vectors={SPARSE_VECTOR: EdgeSparseVectorParams(modifier=Modifier.Idf)})
+
+    def _new_shard(self, folder: Path, dimension: int):
+        from qdrant_edge import EdgeShard, PayloadSchemaType, UpdateOperation
+
         folder.mkdir(parents=True, exist_ok=True)
-        shard = EdgeShard.create(str(folder), EdgeConfig(
-            vectors=EdgeVectorParams(size=dimension, distance=Distance.Cosine)))
+        shard = EdgeShard.create(str(folder), self._config(dimension))
         shard.update(UpdateOperation.create_field_index(SOURCE, PayloadSchemaType.Keyword))
-        self._shards[collection] = shard
+        return shard
+
+    def _create(self, collection: str, dimension: int) -> None:
+        self._shards[collection] = self._new_shard(self._folder(collection), dimension)
+
+    def _add_sparse(self, collection: str, shape: CollectionShape, encode: SparseEncode) -> int:
+        from qdrant_edge import UpdateOperation
+
+        folder = self._folder(collection)
+        building = folder.with_name(collection + BUILDING)
+        shutil.rmtree(building, ignore_errors=True)  # a rebuild a crash cut short
+        target, filled, offset = self._new_shard(building, shape.size), 0, None
+        try:
+            while True:
+                points, offset = self._scroll(collection, offset, 512, None, True)
+                sparse = encode([p.payload.get("text", "") for p in points])
+                target.update(UpdateOperation.upsert_points(
+                    [self._edge_point(StoredPoint(p.id, p.vector, p.payload, s))
+                     for p, s in zip(points, sparse)]))
+                filled += len(points)
+                if offset is None:
+                    break
+            target.flush()
+        finally:
+            target.close()
+        self._shards.pop(collection).close()
+        replaced = folder.with_name(collection + REPLACED)
+        os.rename(folder, replaced)
+        os.rename(building, folder)
+        shutil.rmtree(replaced, ignore_errors=True)
+        return filled
 
     def _drop(self, collection: str) -> None:
         shard = self._shards.pop(collection, None)
@@ -95,11 +153,21 @@ class EdgeStore(VectorStore):
             shard.close()
         shutil.rmtree(self._folder(collection), ignore_errors=True)
 
+    @staticmethod
+    def _edge_point(point: StoredPoint):
+        from qdrant_edge import Point, SparseVector
+
+        vector: Any = point.vector
+        if point.sparse is not None:
+            vector = {"": point.vector, SPARSE_VECTOR: SparseVector(
+                list(point.sparse.indices), list(point.sparse.values))}
+        return Point(id=point.id, vector=vector, payload=point.payload)
+
     def _upsert(self, collection: str, points: Sequence[StoredPoint]) -> None:
-        from qdrant_edge import Point, UpdateOperation
+        from qdrant_edge import UpdateOperation
 
         self._shard(collection).update(UpdateOperation.upsert_points(
-            [Point(id=p.id, vector=p.vector, payload=p.payload) for p in points]))
+            [self._edge_point(p) for p in points]))
 
     def _delete(self, collection: str, ids: Sequence[str]) -> None:
         from qdrant_edge import UpdateOperation
@@ -113,7 +181,13 @@ class EdgeStore(VectorStore):
 
     @staticmethod
     def _point(record) -> StoredPoint:
-        return StoredPoint(id=str(record.id), vector=record.vector, payload=record.payload or {})
+        vector, sparse = record.vector, None
+        if isinstance(vector, dict):
+            found = vector.get(SPARSE_VECTOR)
+            sparse = None if found is None else Sparse(tuple(found.indices), tuple(found.values))
+            vector = vector.get("")
+        return StoredPoint(id=str(record.id), vector=vector, payload=record.payload or {},
+                           sparse=sparse)
 
     def _retrieve(self, collection: str, ids: Sequence[str],
                   fields: list[str] | None) -> list[StoredPoint]:
@@ -130,11 +204,23 @@ class EdgeStore(VectorStore):
             with_payload=fields if fields is not None else True))
         return [self._point(r) for r in records], next_offset
 
-    def _query(self, collection: str, vector: Sequence[float], limit: int) -> list[SearchHit]:
-        from qdrant_edge import Query, QueryRequest
+    def _query(self, collection: str, dense: Sequence[float] | None, sparse: Sparse | None,
+               limit: int, prefetch: int) -> list[SearchHit]:
+        from qdrant_edge import Fusion, Prefetch, Query, QueryRequest, SparseVector
 
-        points = self._shard(collection).query(QueryRequest(
-            limit=limit, query=Query.Nearest(list(vector)), with_payload=True))
+        queries = []
+        if dense is not None:
+            queries.append(Query.Nearest(list(dense)))
+        if sparse is not None:
+            queries.append(Query.Nearest(SparseVector(list(sparse.indices), list(sparse.values)),
+                                         using=SPARSE_VECTOR))
+        if len(queries) == 1:
+            request = QueryRequest(limit=limit, query=queries[0], with_payload=True)
+        else:
+            request = QueryRequest(limit=limit, prefetches=[Prefetch(limit=prefetch, query=q)
+                                                            for q in queries],
+                                   query=Fusion.Rrf(k=60), with_payload=True)
+        points = self._shard(collection).query(request)
         return [SearchHit(score=p.score, payload=p.payload or {}) for p in points]
 
     def _count(self, collection: str) -> int:
@@ -143,15 +229,20 @@ class EdgeStore(VectorStore):
     def maintain(self, collection: str) -> str | None:
         """Build the graph index when enough points wait for it (``optimize()`` blocks)."""
         with self._lock, self._errors():
-            if self._vectors_config(collection) is None:
+            shape = self._vectors_config(collection)
+            if shape is None:
                 return None
             shard = self._shard(collection)
+            # Edge counts indexed vectors of every name, and BM25 vectors are indexed as
+            # they are written: the dense vectors waiting are what is left.
+            per_point = 2 if shape.sparse else 1
             info = shard.info()
-            waiting = info.points_count - info.indexed_vectors_count
+            waiting = info.points_count * per_point - info.indexed_vectors_count
             if waiting < self.optimize_threshold or not shard.optimize():
                 return None
             after = shard.info()
-            return f"optimized: {after.indexed_vectors_count} of {after.points_count} points indexed"
+            dense = after.indexed_vectors_count - after.points_count * (per_point - 1)
+            return f"optimized: {dense} of {after.points_count} points indexed"
 
     def close(self) -> None:
         with self._lock:

@@ -3,6 +3,10 @@
 Local mode (``INGEST_STORE=qdrant-local``) is pure Python with brute-force search; it stays
 available explicitly and is what tests use to exercise the server code path, since the
 qdrant-client project keeps it congruent with the server.
+
+A collection built before hybrid search gets the BM25 vector added in place
+(``create_vector_name``, Qdrant ≥ 1.18) and filled from each point's payload text; collection
+metadata marks the fill as pending until it has finished, so a crash mid-way resumes it.
 """
 
 from __future__ import annotations
@@ -19,12 +23,17 @@ from tasks.core.errors import (
 )
 from tasks.core.payload import SOURCE
 from tasks.core.settings import StoreLocation
+from tasks.core.sparse import SPARSE_VECTOR, Sparse, SparseEncode
 from tasks.core.store.base import (
+    CollectionShape,
     SearchHit,
     StoredPoint,
     VectorStore,
     store_in_use,
 )
+
+
+PENDING = "ingest_bm25_pending"  # collection metadata: BM25 vectors being filled in
 
 
 class QdrantClientStore(VectorStore):
@@ -65,23 +74,70 @@ class QdrantClientStore(VectorStore):
             raise StoreUnavailableError(
                 f"Qdrant at {self.location.describe()} is unreachable: {type(exc).__name__}") from exc
 
-    def _vectors_config(self, collection: str) -> tuple[int, str] | None:
+    def _vectors_config(self, collection: str) -> CollectionShape | None:
         from qdrant_client import models
 
         if not self.client.collection_exists(collection):
             return None
-        vectors = self.client.get_collection(collection).config.params.vectors
+        config = self.client.get_collection(collection).config
+        vectors = config.params.vectors
         if not isinstance(vectors, models.VectorParams):
             raise CollectionMismatchError("uses named vectors; it was not created by this tool")
-        return vectors.size, vectors.distance.value
+        sparse = (SPARSE_VECTOR in (config.params.sparse_vectors or {})
+                  and not (config.metadata or {}).get(PENDING))
+        return CollectionShape(size=vectors.size, distance=vectors.distance.value, sparse=sparse)
+
+    @staticmethod
+    def _sparse_params():
+        from qdrant_client import models
+
+        return models.SparseVectorParams(modifier=models.Modifier.IDF)
 
     def _create(self, collection: str, dimension: int) -> None:
         from qdrant_client import models
 
-        self.client.create_collection(collection, vectors_config=models.VectorParams(
-            size=dimension, distance=models.Distance.COSINE))
+        self.client.create_collection(
+            collection, vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
+            sparse_vectors_config={SPARSE_VECTOR: self._sparse_params()})
         if not self.embedded:  # local mode has no payload indexes (it scans)
             self.client.create_payload_index(collection, SOURCE, models.PayloadSchemaType.KEYWORD)
+
+    def _add_sparse(self, collection: str, shape: CollectionShape, encode: SparseEncode) -> int:
+        from qdrant_client import models
+        from qdrant_client.http.exceptions import UnexpectedResponse
+
+        self.client.update_collection(collection, metadata={PENDING: True})
+        if SPARSE_VECTOR not in (self.client.get_collection(collection).config.params.sparse_vectors or {}):
+            try:
+                self.client.create_vector_name(collection, SPARSE_VECTOR, models.SparseVectorNameConfig(
+                    sparse=models.SparseVectorConfig(modifier=models.Modifier.IDF)))
+            except UnexpectedResponse as exc:
+                if exc.status_code not in (404, 405):
+                    raise
+                raise StoreError(
+                    f"collection {collection!r} predates hybrid search and this Qdrant server "
+                    "cannot add a vector to an existing collection (Qdrant 1.18 or later can): "
+                    "upgrade the server, or ingest into a new collection (--collection), or "
+                    "search it with --mode dense") from exc
+        filled, offset = 0, None
+        while True:
+            points, offset = self._scroll(collection, offset, 512, ["text"], False)
+            sparse = encode([p.payload.get("text", "") for p in points])
+            if points:
+                self.client.update_vectors(collection, wait=True, points=[
+                    models.PointVectors(id=p.id, vector={SPARSE_VECTOR: self._wire(s)})
+                    for p, s in zip(points, sparse)])
+            filled += len(points)
+            if offset is None:
+                break
+        self.client.update_collection(collection, metadata={PENDING: False})
+        return filled
+
+    @staticmethod
+    def _wire(sparse: Sparse):
+        from qdrant_client import models
+
+        return models.SparseVector(indices=list(sparse.indices), values=list(sparse.values))
 
     def _drop(self, collection: str) -> None:
         self.client.delete_collection(collection)
@@ -90,7 +146,9 @@ class QdrantClientStore(VectorStore):
         from qdrant_client import models
 
         self.client.upsert(collection, wait=True, points=[
-            models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in points])
+            models.PointStruct(id=p.id, payload=p.payload, vector=p.vector if p.sparse is None
+                               else {"": p.vector, SPARSE_VECTOR: self._wire(p.sparse)})
+            for p in points])
 
     def _delete(self, collection: str, ids: Sequence[str]) -> None:
         self.client.delete(collection, points_selector=list(ids), wait=True)
@@ -100,8 +158,13 @@ class QdrantClientStore(VectorStore):
 
     @staticmethod
     def _point(record) -> StoredPoint:
-        vector = record.vector if isinstance(record.vector, list) else None
-        return StoredPoint(id=str(record.id), vector=vector, payload=record.payload or {})
+        vector, sparse = record.vector, None
+        if isinstance(vector, dict):
+            found = vector.get(SPARSE_VECTOR)
+            sparse = None if found is None else Sparse(tuple(found.indices), tuple(found.values))
+            vector = vector.get("")
+        return StoredPoint(id=str(record.id), vector=vector if isinstance(vector, list) else None,
+                           payload=record.payload or {}, sparse=sparse)
 
     def _retrieve(self, collection: str, ids: Sequence[str],
                   fields: list[str] | None) -> list[StoredPoint]:
@@ -116,9 +179,23 @@ class QdrantClientStore(VectorStore):
             with_payload=fields if fields is not None else True)
         return [self._point(r) for r in records], next_offset
 
-    def _query(self, collection: str, vector: Sequence[float], limit: int) -> list[SearchHit]:
-        response = self.client.query_points(collection, query=list(vector), limit=limit,
-                                            with_payload=True)
+    def _query(self, collection: str, dense: Sequence[float] | None, sparse: Sparse | None,
+               limit: int, prefetch: int) -> list[SearchHit]:
+        from qdrant_client import models
+
+        searches = []
+        if dense is not None:
+            searches.append({"query": list(dense)})
+        if sparse is not None:
+            searches.append({"query": self._wire(sparse), "using": SPARSE_VECTOR})
+        if len(searches) == 1:
+            response = self.client.query_points(collection, limit=limit, with_payload=True,
+                                                **searches[0])
+        else:
+            response = self.client.query_points(
+                collection, limit=limit, with_payload=True,
+                prefetch=[models.Prefetch(limit=prefetch, **search) for search in searches],
+                query=models.RrfQuery(rrf=models.Rrf(k=60)))
         return [SearchHit(score=p.score, payload=p.payload or {}) for p in response.points]
 
     def _count(self, collection: str) -> int:

@@ -1,0 +1,105 @@
+"""BM25 sparse vectors: the keyword half of hybrid search.
+
+Each chunk gets a BM25 vector beside its dense one, made in-process by Qdrant Edge's own BM25
+embedder (``qdrant_edge.Bm25``; Rust, ~0.1 ms per chunk, no model file) for either store
+backend; the store applies the IDF (``Modifier.IDF``), so a term's weight follows the
+collection as it grows. Queries go through the same text processing as documents.
+
+The text processing is a property of a collection's vectors: changing it means a new vector
+name (``SPARSE_VECTOR``), which collections built before get filled in from their payload text
+(``VectorStore.ensure_collection``), without touching the dense vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+#: The sparse vector's name in a collection (the dense vector is the unnamed one). Versioned
+#: with the text processing below.
+SPARSE_VECTOR = "bm25"
+
+SearchMode = Literal["dense", "sparse", "hybrid"]
+SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "dense", "sparse")
+
+#: Stopword lists merged for the language-neutral profile: the languages of the Latin and
+#: Cyrillic scripts Snowball and Qdrant both know. A word is dropped only for being a function
+#: word in one of them; IDF down-weights whatever common words remain.
+_STOPWORD_LANGUAGES = ("English", "German", "French", "Spanish", "Italian", "Portuguese", "Dutch",
+                       "Swedish", "Danish", "Norwegian", "Finnish", "Russian")
+
+#: Text processing variants measured by ``make eval`` (``bench.eval --bm25-profiles``);
+#: ``PROFILE`` is the one collections are built with.
+PROFILES = ("neutral", "english", "neutral-nostop", "multilingual")
+PROFILE = "neutral"
+
+
+@dataclass(frozen=True)
+class Sparse:
+    """A sparse vector: term hashes and weights (BM25 term frequencies for a document, 1.0 per
+    term for a query)."""
+
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.indices)
+
+
+def bm25_config(profile: str = PROFILE):
+    """Qdrant Edge's ``Bm25Config`` for a text-processing profile.
+
+    * ``neutral`` — words split at anything not a letter or digit (``Word``: numbers, codes
+      such as ``VX-3318`` and years are kept), lower case, no stemming, stopwords of the
+      languages above: the same tokens whatever a chunk's language, so a German question
+      meets German text and an English one English text, without guessing either side's
+      language;
+    * ``english`` — Qdrant's default: English stopwords and the English Snowball stemmer;
+    * ``neutral-nostop`` — ``neutral`` without stopwords (IDF alone weighs common words);
+    * ``multilingual`` — ``neutral`` with Unicode segmentation (``Multilingual``: splits
+      Chinese and Japanese into words, but drops numbers).
+    """
+    from qdrant_edge import (
+        Bm25Config,
+        DisabledStemmer,
+        Language,
+        StopwordsSet,
+        TokenizerType,
+    )
+
+    if profile == "english":
+        return Bm25Config(language="english")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown BM25 profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    stopwords = StopwordsSet(
+        languages=set() if profile == "neutral-nostop"
+        else {getattr(Language, name) for name in _STOPWORD_LANGUAGES}, custom=set())
+    tokenizer = TokenizerType.Multilingual if profile == "multilingual" else TokenizerType.Word
+    return Bm25Config(tokenizer=tokenizer, lowercase=True, stemmer=DisabledStemmer(),
+                      stopwords=stopwords)
+
+
+class Bm25Encoder:
+    """Documents and queries to BM25 sparse vectors with one text-processing profile."""
+
+    def __init__(self, profile: str = PROFILE) -> None:
+        from qdrant_edge import Bm25
+
+        self.profile = profile
+        self._model = Bm25(bm25_config(profile))
+
+    def documents(self, texts: Sequence[str]) -> list[Sparse]:
+        """One vector per text (term frequencies, length-normalised)."""
+        return [_sparse(self._model.embed_document(text)) for text in texts]
+
+    def query(self, text: str) -> Sparse:
+        """A query's vector: weight 1.0 per distinct term (the store multiplies in the IDF)."""
+        return _sparse(self._model.embed_query(text))
+
+
+SparseEncode = Callable[[Sequence[str]], list[Sparse]]
+
+
+def _sparse(vector) -> Sparse:
+    return Sparse(indices=tuple(vector.indices), values=tuple(vector.values))

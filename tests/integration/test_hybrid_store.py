@@ -1,0 +1,172 @@
+"""Hybrid retrieval in the store, on both embedded backends: BM25 vectors beside the dense ones,
+search by either or both fused in the engine, and collections built before hybrid search
+given their BM25 vectors from their payload text (dense vectors untouched), crash-safely."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from tasks.core.errors import StoreError
+from tasks.core.ids import point_id
+from tasks.core.settings import StoreLocation
+from tasks.core.sparse import SPARSE_VECTOR, Bm25Encoder
+from tasks.core.store import StoredPoint, open_store
+from tasks.core.store.edge import BUILDING, REPLACED, EdgeStore
+from tasks.core.store.qdrant import PENDING
+from tasks.core.transfer import copy_collection
+
+pytestmark = [pytest.mark.integration, pytest.mark.store]
+BM25 = Bm25Encoder()
+
+TEXTS = [
+    "Replace the coupling gasket before the pump is restarted.",
+    "The drive shaft of model KV-4471 needs a torque of 45 newton metres.",
+    "Lubricate the bearings of the impeller every six months.",
+    "Pumps must be drained before winter storage.",
+    "Die Wartung der Pumpe erfolgt jährlich durch den Hersteller.",
+]
+
+
+def chunk_points(with_sparse: bool = True, dim: int = 8) -> list[StoredPoint]:
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(len(TEXTS), dim))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    sparse = BM25.documents(TEXTS) if with_sparse else [None] * len(TEXTS)
+    return [StoredPoint(id=point_id(f"file:///doc{i}.txt", 0), vector=v.tolist(),
+                        payload={"source": f"file:///doc{i}.txt", "chunk_index": 0, "text": t},
+                        sparse=s)
+            for i, (t, v, s) in enumerate(zip(TEXTS, vectors, sparse))]
+
+
+def create_pre_hybrid(store, collection: str, dim: int = 8) -> None:
+    """A collection as the pipeline built it before hybrid search: the dense vector only."""
+    if isinstance(store, EdgeStore):
+        from qdrant_edge import Distance, EdgeConfig, EdgeShard, EdgeVectorParams
+
+        folder = store._folder(collection)
+        folder.mkdir(parents=True)
+        store._shards[collection] = EdgeShard.create(str(folder), EdgeConfig(
+            vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine)))
+    else:
+        from qdrant_client import models
+
+        store.client.create_collection(collection, vectors_config=models.VectorParams(
+            size=dim, distance=models.Distance.COSINE))
+
+
+def texts(hits) -> list[str]:
+    return [h.payload["text"] for h in hits]
+
+
+@pytest.fixture
+def store(tmp_path, store_backend):
+    opened = open_store(StoreLocation.embedded(store_backend, tmp_path))
+    yield opened
+    opened.close()
+
+
+def test_new_collections_hold_both_vectors_and_search_by_either_or_both(store):
+    store.ensure_collection("docs", 8)
+    assert store.shape("docs").sparse
+    points = chunk_points()
+    store.upsert_points("docs", points)
+    keyword = BM25.query("KV-4471 torque")
+    assert texts(store.search("docs", sparse=keyword, limit=1)) == [TEXTS[1]]
+    # the dense query points at another chunk; fused, both candidates lead the list
+    fused = texts(store.search("docs", dense=points[3].vector, sparse=keyword, limit=5))
+    assert set(fused[:2]) == {TEXTS[1], TEXTS[3]} and len(fused) == 5
+    assert texts(store.search("docs", dense=points[3].vector, limit=1)) == [TEXTS[3]]
+    # unstemmed, accents kept: a German word meets only its own form
+    assert texts(store.search("docs", sparse=BM25.query("Wartung"), limit=5)) == [TEXTS[4]]
+    # a query of stopwords only has no BM25 terms: dense alone answers in hybrid
+    assert not BM25.query("the of and")
+    assert texts(store.search("docs", dense=points[2].vector, sparse=BM25.query("the of and"),
+                              limit=1)) == [TEXTS[2]]
+    assert store.search("docs", sparse=BM25.query("the of and"), limit=3) == []
+
+
+def test_a_collection_built_before_hybrid_gets_bm25_from_its_text(store):
+    create_pre_hybrid(store, "old")
+    points = chunk_points(with_sparse=False)
+    store.upsert_points("old", points)
+    assert not store.shape("old").sparse
+    with pytest.raises(StoreError, match="no BM25 vectors yet"):
+        store.search("old", sparse=BM25.query("KV-4471"), limit=1)
+    dense_before = {p.id: p.vector for p in store.iter_points("old", with_vectors=True)}
+
+    done = store.ensure_collection("old", 8, encode=BM25.documents)
+
+    assert done == "added BM25 vectors to 5 points (dense vectors kept)"
+    assert store.shape("old").sparse and store.count("old") == 5
+    after = {p.id: p for p in store.iter_points("old", with_vectors=True)}
+    assert after.keys() == dense_before.keys()
+    for point_id_, point in after.items():
+        assert np.allclose(point.vector, dense_before[point_id_], atol=1e-6)
+        assert point.sparse == BM25.documents([point.payload["text"]])[0]
+    assert texts(store.search("old", sparse=BM25.query("KV-4471"), limit=1)) == [TEXTS[1]]
+    assert store.ensure_collection("old", 8, encode=BM25.documents) is None  # once only
+
+
+def test_edge_rebuild_cut_between_its_renames_is_undone_then_redone(tmp_path):
+    store = EdgeStore(StoreLocation.embedded("edge", tmp_path))
+    create_pre_hybrid(store, "old")
+    store.upsert_points("old", chunk_points(with_sparse=False))
+    store.close()
+    folder = store._folder("old")
+    # the state a crash leaves after the first rename: old shard set aside, new one built
+    os.rename(folder, folder.with_name("old" + REPLACED))
+    folder.with_name("old" + BUILDING).mkdir()
+
+    store = EdgeStore(StoreLocation.embedded("edge", tmp_path))
+    try:
+        assert store.shape("old").sparse is False and store.count("old") == 5  # put back
+        assert store.ensure_collection("old", 8, encode=BM25.documents).startswith("added")
+        assert sorted(p.name for p in store.root.iterdir()) == ["old"]
+    finally:
+        store.close()
+    store = EdgeStore(StoreLocation.embedded("edge", tmp_path))
+    try:
+        assert store.shape("old").sparse and store.count("old") == 5
+    finally:
+        store.close()
+
+
+def test_qdrant_fill_cut_short_is_resumed(tmp_path, monkeypatch):
+    store = open_store(StoreLocation.embedded("qdrant-local", tmp_path))
+    try:
+        create_pre_hybrid(store, "old")
+        store.upsert_points("old", chunk_points(with_sparse=False))
+        calls = []
+
+        def crash(texts_):
+            calls.append(len(texts_))
+            raise KeyboardInterrupt("crash")
+
+        with pytest.raises(KeyboardInterrupt):
+            store.ensure_collection("old", 8, encode=crash)
+        config = store.client.get_collection("old").config
+        assert SPARSE_VECTOR in config.params.sparse_vectors and config.metadata[PENDING]
+        assert store.shape("old").sparse is False  # the vector exists, but is not filled yet
+        assert store.ensure_collection("old", 8, encode=BM25.documents).startswith("added")
+        assert store.shape("old").sparse
+        assert texts(store.search("old", sparse=BM25.query("KV-4471"), limit=1)) == [TEXTS[1]]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("source_kind,target_kind", [("qdrant-local", "edge"), ("edge", "qdrant-local")])
+def test_migrating_a_pre_hybrid_collection_fills_bm25_on_the_way(tmp_path, source_kind, target_kind):
+    source = open_store(StoreLocation.embedded(source_kind, tmp_path))
+    target = open_store(StoreLocation.embedded(target_kind, tmp_path))
+    try:
+        create_pre_hybrid(source, "old")
+        source.upsert_points("old", chunk_points(with_sparse=False))
+        assert copy_collection(source, target, "old", encode=BM25.documents) == 5
+        assert target.shape("old").sparse
+        assert texts(target.search("old", sparse=BM25.query("KV-4471"), limit=1)) == [TEXTS[1]]
+    finally:
+        source.close()
+        target.close()
