@@ -44,7 +44,15 @@ clean:
 	rm -rf .ingest
 
 # Benchmarks (bench/): `make bench FILES=50 REPEAT=1 RSS_FILES=0` for a quick check.
-.PHONY: bench bench-rerun bench-store bench-dask
+.PHONY: bench bench-rerun bench-store bench-dask eval bench-search
+# Retrieval quality on 32 real documents, 121 questions: dense, sparse and hybrid side by side.
+eval: install-test
+	$(BIN)/python -m bench.eval $(EVAL_ARGS)
+
+# GET /search latency on a collection of $(CHUNKS) chunks (20,000 by default), warm process.
+bench-search: install-test
+	$(BIN)/python -m bench.search --chunks $(or $(CHUNKS),20000)
+
 bench: install-test
 	$(BIN)/python -m bench.throughput --files $(or $(FILES),300) --repeat $(or $(REPEAT),3) --rss-files $(or $(RSS_FILES),1000)
 

@@ -105,7 +105,7 @@ def measure(kind: str, root: str, points: int, optimize: bool) -> dict:
     latencies, hits = [], 0
     for query, truth in zip(queries, exact):
         started = time.perf_counter()
-        found = store.search("bench", query.tolist(), limit=10)
+        found = store.search("bench", dense=query.tolist(), limit=10)
         latencies.append(time.perf_counter() - started)
         ids = {(h.payload["source"], h.payload["chunk_index"]) for h in found}
         hits += len(ids & {(f"file:///doc-{i // 10}.txt", int(i % 10)) for i in truth})

@@ -14,7 +14,10 @@ pipeline (the real flow), and a seed-style sequential baseline, on the same corp
             and bf16; ``backlog_s``: seconds after the flow returns until Prefect has recorded
             every task run;
 5. seed   — per file, sequentially: read, chunk, encode that file's chunks, upsert that file (what
-            a naive upload router does), same model, chunker and store backend.
+            a naive upload router does), same model, chunker and store backend;
+6. bm25   — the BM25 sparse vectors of the same chunks (Qdrant Edge's embedder), which the
+            pipeline computes beside the dense ones: its seconds over the pipeline's are the share
+            of a run that hybrid search costs at ingest (``bm25_share_of_pipeline``).
 
 Every step runs once per round, rounds interleaved, so slow drifts of the machine hit all steps
 alike; ratios are medians of the per-round ratios (> 1 means faster) with their spread. The last
@@ -228,6 +231,13 @@ def main() -> None:
     def seed(_round: int) -> tuple[float, int]:
         return seed_baseline(corpus, config)
 
+    bm25 = owner.bm25()
+
+    def sparse(_round: int) -> tuple[float, int]:
+        started = time.perf_counter()
+        bm25.documents(texts)
+        return time.perf_counter() - started, len(texts)
+
     limit, autocast_limit = "limit (sorted by tokens)", "limit, bf16 torch autocast"
     # The selected bf16 runtime gets its own limit row unless it is autocast itself.
     fast_limit = autocast_limit if fast is autocast else f"limit, bf16 as selected ({fast.label})"
@@ -241,6 +251,7 @@ def main() -> None:
         flow_fp32: pipeline("fp32"),
         flow_fast: pipeline("bf16"),
         "seed-style baseline": seed,
+        "BM25 vectors of the same chunks (hybrid's sparse side)": sparse,
     }
     runs: dict[str, list[tuple[float, int]]] = {name: [] for name in steps}
     rss: dict[str, float] = {}
@@ -285,7 +296,10 @@ def main() -> None:
               f"{children[1]['task_runs']} task runs, Prefect backlog {children[1]['backlog_s']:.2f} s")
     ratios = {"pipeline_vs_raw": paired(flow_fp32, limit), "vs_seed": paired(flow_fp32, "seed-style baseline"),
               "fast_vs_fp32_pipeline": paired(flow_fast, flow_fp32), "fast_vs_fp32_limit": paired(fast_limit, limit),
-              "plain_vs_limit": paired("plain model.encode", limit)}
+              "plain_vs_limit": paired("plain model.encode", limit),
+              # seconds of the BM25 vectors / seconds of the fp32 pipeline, same chunks: what the
+              # sparse side adds to a run (the pipeline includes it; without it: 1 / (1 - share))
+              "bm25_share_of_pipeline": paired(flow_fp32, "BM25 vectors of the same chunks (hybrid's sparse side)")}
     print("paired ratios (median, spread over rounds): " + ", ".join(
         f"{key} {value:.3f} ±{spread / 2:.1%}" for key, (value, spread) in ratios.items()))
     print(json.dumps({

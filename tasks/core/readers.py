@@ -16,6 +16,7 @@ import io
 import logging
 import re
 import threading
+import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import PurePosixPath
 
@@ -132,13 +133,38 @@ _LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\uf
                             "\ufb04": "ffl", "\ufb05": "st", "\ufb06": "st"})
 
 
+# Accents that PDFs made with old TeX fonts (OT1) draw as a separate glyph before the letter:
+# pypdf gives "F¨ur" and "´ecole" for "Für" and "école". Folded into the letter when Unicode has
+# the accented letter; a dotless i under an accent is the plain i it stands for.
+_SPACING_ACCENTS = {"\u00a8": "\u0308", "\u00b4": "\u0301", "\u02c6": "\u0302", "\u02dc": "\u0303",
+                    "\u02c7": "\u030c", "\u02da": "\u030a", "\u02d8": "\u0306", "\u02dd": "\u030b"}
+_ACCENT_THEN_LETTER = re.compile(f"([{''.join(_SPACING_ACCENTS)}])([A-Za-z\u0131])")
+
+
+def _fold_accent(match: re.Match) -> str:
+    letter = "i" if match[2] == "\u0131" else match[2]
+    composed = unicodedata.normalize("NFC", letter + _SPACING_ACCENTS[match[1]])
+    return composed if len(composed) == 1 else match[0]
+
+
 def clean_text(text: str) -> str:
-    """Drop NULs and other control characters, unfold typographic ligatures; make the text
-    valid UTF-8 for the store."""
+    """Drop NULs and other control characters, unfold typographic ligatures, fold spacing
+    accents into their letters; make the text valid UTF-8 for the store."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_LIGATURES)
+    text = _ACCENT_THEN_LETTER.sub(_fold_accent, text)
     text = _CONTROL.sub("", text.replace("\ufeff", ""))
     # Lone surrogates (seen in pypdf output) cannot be stored as JSON.
     return text.encode("utf-8", "replace").decode("utf-8")
+
+
+# A word a typesetter split at the end of a line ("Ände-\nrungen"): joined again when the
+# line goes on in lower case. A hyphen before a capital ("Arbeiter-\nUnfall") is kept.
+_LINE_END_HYPHEN = re.compile(r"(?<=[^\W\d_])[-\u00ad]\n[ \t]*(?=[^\W\d_A-Z\u00c0-\u00de])")
+
+
+def join_hyphenated(text: str) -> str:
+    """PDF text with the words split at line ends put back together."""
+    return _LINE_END_HYPHEN.sub("", text)
 
 
 def check_text_size(chars: int, limit: int | None, where: str = "") -> None:
@@ -257,7 +283,7 @@ def _extract_pdf(data: bytes, *, max_pages: int, max_chars: int | None) -> Docum
             continue
         chars += len(text)
         check_text_size(chars, max_chars, f" by page {number} of {count}")
-        pages.append(Page(number=number, text=clean_text(text)))
+        pages.append(Page(number=number, text=join_hyphenated(clean_text(text))))
     if not pages:
         raise FileRejected(Reason.CORRUPT, f"text extraction failed on all {count} pages",
                            pages=count)

@@ -31,7 +31,9 @@ _STOPWORD_LANGUAGES = ("English", "German", "French", "Spanish", "Italian", "Por
 
 #: Text processing variants measured by ``make eval`` (``bench.eval --bm25-profiles``);
 #: ``PROFILE`` is the one collections are built with.
-PROFILES = ("neutral", "english", "neutral-nostop", "multilingual")
+PROFILES = ("neutral", "english", "neutral-nostop", "multilingual", "stemmed")
+#: The stemmers of the ``stemmed`` profile: the languages of the project's benchmark.
+_STEM_LANGUAGES = ("English", "German", "French")
 PROFILE = "neutral"
 
 
@@ -47,8 +49,8 @@ class Sparse:
         return bool(self.indices)
 
 
-def bm25_config(profile: str = PROFILE):
-    """Qdrant Edge's ``Bm25Config`` for a text-processing profile.
+def bm25_configs(profile: str = PROFILE) -> list:
+    """Qdrant Edge's ``Bm25Config``\s for a text-processing profile (one, or one per stemmer).
 
     * ``neutral`` — words split at anything not a letter or digit (``Word``: numbers, codes
       such as ``VX-3318`` and years are kept), lower case, no stemming, stopwords of the
@@ -58,12 +60,19 @@ def bm25_config(profile: str = PROFILE):
     * ``english`` — Qdrant's default: English stopwords and the English Snowball stemmer;
     * ``neutral-nostop`` — ``neutral`` without stopwords (IDF alone weighs common words);
     * ``multilingual`` — ``neutral`` with Unicode segmentation (``Multilingual``: splits
-      Chinese and Japanese into words, but drops numbers).
+      Chinese and Japanese into words, but drops numbers);
+    * ``stemmed`` — ``neutral`` once per stemmer of ``_STEM_LANGUAGES``, see ``Bm25Encoder``.
     """
+    return [_config(profile, stem) for stem in (_STEM_LANGUAGES if profile == "stemmed" else (None,))]
+
+
+def _config(profile: str, stem: str | None):
     from qdrant_edge import (
         Bm25Config,
         DisabledStemmer,
         Language,
+        SnowballLanguage,
+        SnowballParams,
         StopwordsSet,
         TokenizerType,
     )
@@ -76,8 +85,8 @@ def bm25_config(profile: str = PROFILE):
         languages=set() if profile == "neutral-nostop"
         else {getattr(Language, name) for name in _STOPWORD_LANGUAGES}, custom=set())
     tokenizer = TokenizerType.Multilingual if profile == "multilingual" else TokenizerType.Word
-    return Bm25Config(tokenizer=tokenizer, lowercase=True, stemmer=DisabledStemmer(),
-                      stopwords=stopwords)
+    stemmer = DisabledStemmer() if stem is None else SnowballParams(getattr(SnowballLanguage, stem))
+    return Bm25Config(tokenizer=tokenizer, lowercase=True, stemmer=stemmer, stopwords=stopwords)
 
 
 class Bm25Encoder:
@@ -87,19 +96,29 @@ class Bm25Encoder:
         from qdrant_edge import Bm25
 
         self.profile = profile
-        self._model = Bm25(bm25_config(profile))
+        self._models = [Bm25(config) for config in bm25_configs(profile)]
 
     def documents(self, texts: Sequence[str]) -> list[Sparse]:
         """One vector per text (term frequencies, length-normalised)."""
-        return [_sparse(self._model.embed_document(text)) for text in texts]
+        return [_merge([m.embed_document(text) for m in self._models]) for text in texts]
 
     def query(self, text: str) -> Sparse:
         """A query's vector: weight 1.0 per distinct term (the store multiplies in the IDF)."""
-        return _sparse(self._model.embed_query(text))
+        return _merge([m.embed_query(text) for m in self._models])
 
 
 SparseEncode = Callable[[Sequence[str]], list[Sparse]]
 
 
-def _sparse(vector) -> Sparse:
-    return Sparse(indices=tuple(vector.indices), values=tuple(vector.values))
+def _merge(vectors) -> Sparse:
+    """One vector from several stemmers' (a term they agree on counts once, at its highest
+    weight): a word is matched by whichever stem its language gives it."""
+    if len(vectors) == 1:
+        return Sparse(indices=tuple(vectors[0].indices), values=tuple(vectors[0].values))
+    merged: dict[int, float] = {}
+    for vector in vectors:
+        for index, value in zip(vector.indices, vector.values):
+            if value > merged.get(index, 0.0):
+                merged[index] = value
+    ordered = sorted(merged.items())
+    return Sparse(indices=tuple(i for i, _ in ordered), values=tuple(v for _, v in ordered))

@@ -202,3 +202,19 @@ def test_typographic_ligatures_are_unfolded():
     from tasks.core.readers import clean_text
 
     assert clean_text("The misﬁts, the ﬂour and the oﬃce") == "The misfits, the flour and the office"
+
+
+def test_spacing_accents_of_old_tex_fonts_are_folded_into_their_letters():
+    from tasks.core.readers import clean_text
+
+    assert clean_text("F¨ur die ¨Anderungen der ´ecole, na¨ıve se˜nor") == "Für die Änderungen der école, naïve señor"
+    # no accented letter in Unicode, or not before a letter: left as it is
+    assert clean_text("3´4 and q¨ and a ¨ b") == "3´4 and q¨ and a ¨ b"
+
+
+def test_words_split_at_line_ends_are_joined_in_pdf_text():
+    from tasks.core.readers import join_hyphenated
+
+    assert join_hyphenated("die Ände-\nrungen und soft\u00ad\nware") == "die Änderungen und software"
+    # a hyphen before a capital, a number or the end of the text is a real one
+    assert join_hyphenated("Arbeiter-\nUnfall, 1990-\n91, well-\nÉcole, end-") == "Arbeiter-\nUnfall, 1990-\n91, well-\nÉcole, end-"
