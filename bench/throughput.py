@@ -301,11 +301,12 @@ def main() -> None:
               # sparse side adds to a run (the pipeline includes it; without it: 1 / (1 - share))
               "bm25_share_of_pipeline": paired(flow_fp32, "BM25 vectors of the same chunks (hybrid's sparse side)")}
     print("paired ratios (median, spread over rounds): " + ", ".join(
+        f"{key} {value:.5f} ±{spread / 2:.1%}" if key.startswith("bm25") else
         f"{key} {value:.3f} ±{spread / 2:.1%}" for key, (value, spread) in ratios.items()))
     print(json.dumps({
         "files": files, "chunks": len(texts), "tokens": tokens, "rounds": args.repeat,
         "limit_chunks_per_s": round(len(texts) / statistics.median(r[0] for r in runs[limit]), 2),
-        **{key: round(value, 3) for key, (value, _) in ratios.items()},
+        **{key: round(value, 5 if key.startswith("bm25") else 3) for key, (value, _) in ratios.items()},
         "backlog_s": round(backlog_s, 2),
         "backlog_s_at_rss_files": children[1]["backlog_s"] if children else None,
         "task_runs_at_rss_files": children[1]["task_runs"] if children else None,

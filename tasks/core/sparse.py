@@ -50,7 +50,7 @@ class Sparse:
 
 
 def bm25_configs(profile: str = PROFILE) -> list:
-    """Qdrant Edge's ``Bm25Config``\s for a text-processing profile (one, or one per stemmer).
+    """Qdrant Edge's ``Bm25Config`` objects for a text-processing profile (one, or one per stemmer).
 
     * ``neutral`` — words split at anything not a letter or digit (``Word``: numbers, codes
       such as ``VX-3318`` and years are kept), lower case, no stemming, stopwords of the

@@ -8,30 +8,31 @@ from __future__ import annotations
 import pytest
 
 from flows.ingest_flow import ingest_documents
-from tasks.core.errors import ConfigError
+from tasks.core.errors import ConfigError, StoreError
 from tasks.core.resources import resources
 from tasks.core.search import search
 from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
+from tasks.core.store import StoredPoint
 
 pytestmark = [pytest.mark.flow, pytest.mark.store]
 
-# Five maintenance sheets that differ in their part code: to the embedding model they are
-# one text; only the code tells them apart.
+# Maintenance sheets: the one for valve VX-3318 is about its housing; the others are about
+# replacing seals — to the embedding model, closer to a question about seals. Only the part
+# code, which no other sheet has, points to the right one; the model does not read codes.
 SHEETS = {
     "valve-3318.txt": "Maintenance sheet for valve assembly VX-3318. Check the actuator housing "
                       "for cracks and tighten the mounting bolts. Gaskets are inspected at each "
                       "yearly shutdown.",
-    "valve-3381.txt": "Maintenance sheet for valve assembly VX-3381. How often are the seals "
-                      "replaced? The seals of this valve are replaced every six months, and worn "
-                      "seals are returned to the supplier.",
-    "valve-8133.txt": "Maintenance sheet for valve assembly VX-8133. Seal replacement interval: "
-                      "the seals are replaced every three months because of the abrasive slurry.",
-    "valve-1833.txt": "Maintenance sheet for valve assembly VX-1833. Replace the seals every "
-                      "twelve months; seal kits are kept in the store room.",
-    "valve-3813.txt": "Maintenance sheet for valve assembly VX-3813. The seals need replacing "
-                      "every two years under normal operating pressure.",
+    "pump-p120.txt": "Pump P-120: the shaft packing rings are renewed every six months, and worn "
+                     "packing is returned to the supplier for reconditioning.",
+    "circulation-pump.txt": "Sealing rings of the circulation pump are exchanged every three "
+                            "months because of the abrasive slurry.",
+    "compressor-c7.txt": "Compressor C-7: replace the O-rings every twelve months; O-ring kits "
+                         "are kept in the store room.",
+    "agitator-m4.txt": "Agitator M-4: the mechanical sealing faces need renewing every two years "
+                       "under normal operating pressure.",
 }
-QUESTION = "VX-3318 seals"
+QUESTION = "How often are the seals of VX-3318 replaced?"
 
 
 @pytest.fixture
@@ -58,3 +59,33 @@ def test_a_keyword_question_dense_misses_and_hybrid_finds(sheets):
     assert hit.file_name == "valve-3318.txt" and "VX-3318" in hit.text
     with pytest.raises(ConfigError, match="unknown search mode"):
         search(QUESTION, sheets, resources(), mode="fuzzy")
+
+
+def test_a_run_into_a_pre_hybrid_collection_adds_bm25_without_re_embedding(sheets, ingest_env):
+    from tasks.core.settings import StoreLocation
+    from tests.conftest import close_stores
+    from tests.integration.test_hybrid_store import create_pre_hybrid
+
+    store = resources().store(sheets.store)
+    points = list(store.iter_points("sheets", with_vectors=True))
+    # The same points as the pipeline wrote them before hybrid search: dense vectors only.
+    create_pre_hybrid(store, "old", dim=384)
+    store.upsert_points("old", [StoredPoint(p.id, p.vector, p.payload) for p in points])
+    assert not store.shape("old").sparse
+    old = PipelineConfig.build(IngestSettings(), IngestParams(sources=["."], collection="old"))
+    # Until a run adds them, hybrid falls back to meaning only; keywords alone say what is missing.
+    assert search(QUESTION, old, resources(), limit=5)
+    with pytest.raises(StoreError, match="no BM25 vectors yet"):
+        search(QUESTION, old, resources(), mode="sparse")
+    close_stores()
+
+    folder = next(iter({p.payload["source"].rsplit("/", 1)[0] for p in points})).removeprefix("file://")
+    summary = ingest_documents(sources=[folder], collection="old")
+
+    assert summary.totals.unchanged == 5 and summary.totals.chunks_embedded == 0
+    store = resources().store(StoreLocation.embedded(sheets.store.kind, ingest_env))
+    assert store.shape("old").sparse
+    [hit] = search(QUESTION, old, resources(), limit=1, mode="sparse")
+    assert hit.file_name == "valve-3318.txt"
+    after = {p.id: p.vector for p in store.iter_points("old", with_vectors=True)}
+    assert all(after[p.id] == pytest.approx(p.vector, abs=1e-6) for p in points)
