@@ -33,7 +33,7 @@ DOCS, QUESTIONS = HERE / "docs", HERE / "questions.jsonl"
 MODES = ("dense", "sparse", "hybrid")
 #: The smoke test's documents: one PDF and one text file per language.
 SMOKE_FILES = ("en-rfc2324-htcpcp.txt", "en-openquestion-paper.pdf", "de-bundesurlaubsgesetz.txt",
-               "fr-frenchmath.pdf")
+               "fr-bibleref-french.pdf")
 
 
 @dataclass(frozen=True)
