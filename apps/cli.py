@@ -19,18 +19,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tasks.core.sparse import SEARCH_MODES
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Ingest PDF and text documents into a Qdrant vector store.")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
-class SearchModeOption(str, Enum):
-    """``ingest search --mode`` (the modes of ``tasks.core.sparse.SEARCH_MODES``)."""
-
-    hybrid = "hybrid"
-    dense = "dense"
-    sparse = "sparse"
+# ``ingest search --mode``: the modes the search call knows (a light import: no model, no store).
+SearchModeOption = Enum("SearchModeOption", {mode: mode for mode in SEARCH_MODES}, type=str)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -206,7 +204,7 @@ def search(
     k: Annotated[int, typer.Option("-k", min=1, max=100, help="Number of hits")] = 5,
     mode: Annotated[SearchModeOption, typer.Option(
         help="hybrid: meaning and keywords fused; dense: meaning only; sparse: keywords (BM25) only",
-    )] = SearchModeOption.hybrid,
+    )] = SearchModeOption("hybrid"),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
 ) -> None:
     """Show the chunks that best answer QUERY, citing file and page."""
