@@ -129,7 +129,14 @@ def run(
             force_prune=force_prune)
     except ValidationError as exc:
         _fail(validation_message(exc), 2)
-    # Prefect's API first: its temporary server starts while the sources are checked and the
+    config = PipelineConfig.build(settings, params)
+    try:
+        # A store that cannot be used (an embedded one another run holds, a server that does not
+        # answer) ends the command before anything is started.
+        resources().store(config.store).collection_dimension(config.collection)
+    except IngestError as exc:
+        _fail(str(exc))
+    # Prefect's API next: its temporary server starts while the sources are checked and the
     # model loads below.
     prefect = connection()
     prefect.start(settings.prefect_start_timeout_s)
@@ -139,7 +146,7 @@ def run(
         runner = dask_runner(dask_address or settings.dask_address,
                              dask_workers or settings.dask_workers)
         check_sources(params.sources)
-        prepare(PipelineConfig.build(settings, params), resources())
+        prepare(config, resources())
         prefect.wait_ready()
     except (IngestError, PrefectUnavailable, ValueError) as exc:
         _fail(str(exc))
