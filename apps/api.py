@@ -307,6 +307,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
         try:
             hits = run_search(q, PipelineConfig.build(settings), resources(), limit=k, mode=mode)
+        except ConfigError as exc:  # e.g. keywords asked of a collection without BM25 vectors
+            raise HTTPException(409, str(exc)) from exc
         except IngestError as exc:
             if "does not exist" in str(exc):
                 raise HTTPException(404, str(exc)) from exc

@@ -96,13 +96,15 @@ def evaluate(questions: list[Question], searcher: Searcher, modes=MODES, k: int 
     return results
 
 
-def ingest(folder: Path, collection: str):
-    """The corpus through the real flow; returns the run's summary."""
+def ingest(folder: Path, collection: str, **chunking):
+    """The corpus through the real flow (``chunking``: chunk_tokens, chunk_overlap, when
+    given); returns the run's summary."""
     from apps.prefect_api import prefect_api_ready
     from flows.ingest_flow import ingest_documents
 
     prefect_api_ready()
-    return ingest_documents(sources=[str(folder)], collection=collection)
+    return ingest_documents(sources=[str(folder)], collection=collection,
+                            **{k: v for k, v in chunking.items() if v is not None})
 
 
 def pipeline_searcher(config) -> Searcher:
@@ -160,6 +162,8 @@ def main() -> None:
     parser.add_argument("--bm25-profiles", action="store_true",
                         help="also evaluate each BM25 text-processing profile (tasks.core.sparse.PROFILES)")
     parser.add_argument("--misses", action="store_true", help="list the questions each mode misses")
+    parser.add_argument("--chunk-tokens", type=int, help="chunk size of the run (default: the pipeline's)")
+    parser.add_argument("--chunk-overlap", type=int, help="chunk overlap of the run")
     parser.add_argument("--store-path", type=Path,
                         help="keep the embedded store here; a collection 'eval' already in it is reused")
     args = parser.parse_args()
@@ -185,7 +189,8 @@ def main() -> None:
     from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
 
     started = time.perf_counter()
-    summary = ingest(folder, "eval")  # an unchanged collection costs a check per file
+    # an unchanged collection costs a check per file
+    summary = ingest(folder, "eval", chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap)
     ingest_s = time.perf_counter() - started
     t = summary.totals
     print(f"ingested {t.files} files ({t.indexed} indexed, {t.unchanged} unchanged, {t.failed} "

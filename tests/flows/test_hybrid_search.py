@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from flows.ingest_flow import ingest_documents
-from tasks.core.errors import ConfigError, StoreError
+from tasks.core.errors import CollectionMismatchError, ConfigError
 from tasks.core.resources import resources
 from tasks.core.search import search
 from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
@@ -75,7 +75,7 @@ def test_a_run_into_a_pre_hybrid_collection_adds_bm25_without_re_embedding(sheet
     old = PipelineConfig.build(IngestSettings(), IngestParams(sources=["."], collection="old"))
     # Until a run adds them, hybrid falls back to meaning only; keywords alone say what is missing.
     assert search(QUESTION, old, resources(), limit=5)
-    with pytest.raises(StoreError, match="no BM25 vectors yet"):
+    with pytest.raises(CollectionMismatchError, match="no BM25 vectors yet"):
         search(QUESTION, old, resources(), mode="sparse")
     close_stores()
 

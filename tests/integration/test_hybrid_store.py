@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from tasks.core.errors import StoreError
+from tasks.core.errors import CollectionMismatchError
 from tasks.core.ids import point_id
 from tasks.core.settings import StoreLocation
 from tasks.core.sparse import SPARSE_VECTOR, Bm25Encoder
@@ -93,7 +93,7 @@ def test_a_collection_built_before_hybrid_gets_bm25_from_its_text(store):
     points = chunk_points(with_sparse=False)
     store.upsert_points("old", points)
     assert not store.shape("old").sparse
-    with pytest.raises(StoreError, match="no BM25 vectors yet"):
+    with pytest.raises(CollectionMismatchError, match="no BM25 vectors yet"):
         store.search("old", sparse=BM25.query("KV-4471"), limit=1)
     dense_before = {p.id: p.vector for p in store.iter_points("old", with_vectors=True)}
 

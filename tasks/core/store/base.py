@@ -275,8 +275,9 @@ class VectorStore(abc.ABC):
         if dense is None and sparse is None:
             raise ValueError("search needs a dense or a sparse query vector")
         if sparse is not None and not shape.sparse:
-            raise StoreError(f"collection {collection!r} has no BM25 vectors yet (built before "
-                             "hybrid search); any 'ingest run' into it adds them")
+            raise CollectionMismatchError(
+                f"collection {collection!r} has no BM25 vectors yet (built before hybrid "
+                "search); any 'ingest run' into it adds them")
         if sparse is not None and not sparse:  # no indexable word (a query of stopwords): dense
             if dense is None:
                 return []
