@@ -120,6 +120,24 @@ def store_location(store_path, store_backend):
     return StoreLocation.embedded(store_backend, store_path)
 
 
+def create_pre_hybrid(store, collection: str, dim: int = 8) -> None:
+    """A collection as the pipeline built it before hybrid search: the dense vector only."""
+    from tasks.core.store.edge import EdgeStore
+
+    if isinstance(store, EdgeStore):
+        from qdrant_edge import Distance, EdgeConfig, EdgeShard, EdgeVectorParams
+
+        folder = store._folder(collection)
+        folder.mkdir(parents=True)
+        store._shards[collection] = EdgeShard.create(str(folder), EdgeConfig(
+            vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine)))
+    else:
+        from qdrant_client import models
+
+        store.client.create_collection(collection, vectors_config=models.VectorParams(
+            size=dim, distance=models.Distance.COSINE))
+
+
 def wait_until(check, *, timeout: float, interval: float = 0.3, what: str = "condition"):
     """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds. Waits
     are on conditions with deadlines fit for a busy machine, never fixed sleeps."""

@@ -17,6 +17,7 @@ from tasks.core.store import StoredPoint, open_store
 from tasks.core.store.edge import BUILDING, REPLACED, EdgeStore
 from tasks.core.store.qdrant import PENDING
 from tasks.core.transfer import copy_collection
+from tests.conftest import create_pre_hybrid
 
 pytestmark = [pytest.mark.integration, pytest.mark.store]
 BM25 = Bm25Encoder()
@@ -39,22 +40,6 @@ def chunk_points(with_sparse: bool = True, dim: int = 8) -> list[StoredPoint]:
                         payload={"source": f"file:///doc{i}.txt", "chunk_index": 0, "text": t},
                         sparse=s)
             for i, (t, v, s) in enumerate(zip(TEXTS, vectors, sparse))]
-
-
-def create_pre_hybrid(store, collection: str, dim: int = 8) -> None:
-    """A collection as the pipeline built it before hybrid search: the dense vector only."""
-    if isinstance(store, EdgeStore):
-        from qdrant_edge import Distance, EdgeConfig, EdgeShard, EdgeVectorParams
-
-        folder = store._folder(collection)
-        folder.mkdir(parents=True)
-        store._shards[collection] = EdgeShard.create(str(folder), EdgeConfig(
-            vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine)))
-    else:
-        from qdrant_client import models
-
-        store.client.create_collection(collection, vectors_config=models.VectorParams(
-            size=dim, distance=models.Distance.COSINE))
 
 
 def texts(hits) -> list[str]:
