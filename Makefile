@@ -15,7 +15,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[ocr]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
@@ -44,7 +44,7 @@ clean:
 	rm -rf .ingest
 
 # Benchmarks (bench/): `make bench FILES=50 REPEAT=1 RSS_FILES=0` for a quick check.
-.PHONY: bench bench-rerun bench-store bench-dask eval bench-search
+.PHONY: bench bench-rerun bench-store bench-dask eval bench-search bench-ocr
 # Retrieval quality on 32 real documents, 121 questions: dense, sparse and hybrid side by side.
 eval: install-test
 	$(BIN)/python -m bench.eval $(EVAL_ARGS)
@@ -52,6 +52,10 @@ eval: install-test
 # GET /search latency on a collection of $(CHUNKS) chunks (20,000 by default), warm process.
 bench-search: install-test
 	$(BIN)/python -m bench.search --chunks $(or $(CHUNKS),20000)
+
+# OCR: character error rate on scanned pages, seconds per page, auto vs off on a batch without scans.
+bench-ocr: install-test
+	$(BIN)/python -m bench.ocr $(OCR_ARGS)
 
 bench: install-test
 	$(BIN)/python -m bench.throughput --files $(or $(FILES),300) --repeat $(or $(REPEAT),3) --rss-files $(or $(RSS_FILES),1000)

@@ -84,6 +84,7 @@ def _print_summary(summary) -> None:
     stages = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in t.seconds_by_stage.items())
     out.print(f"{t.files} files: {counts or 'none'} — {t.chunks_embedded} chunks embedded in "
               f"{t.seconds:.1f}s ({t.chunks_per_second} chunks/s)"
+              + (f"; {t.ocr_pages} pages read by OCR" if t.ocr_pages else "")
               + (f"; by stage: {stages}" if stages else ""), highlight=False)
     if summary.prune is not None and summary.prune.refused:
         err.print(f"[bold yellow]warning:[/] {escape(summary.prune.refused)}", highlight=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 FIXED_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -59,6 +60,14 @@ def page_text(rng: random.Random, words: list[str], target_words: int) -> str:
     return "\n\n".join(paragraphs)
 
 
+def _typeset(pdf, text: str) -> None:
+    """One page's text in 11-point Helvetica, paragraph by paragraph."""
+    pdf.set_font("Helvetica", size=11)
+    for block in text.strip().split("\n\n"):
+        pdf.multi_cell(0, 6, " ".join(block.split()))
+        pdf.ln(3)
+
+
 def write_pdf(path: Path, pages: list[str], *, title: str = "", drawings_only: bool = False) -> Path:
     """A PDF with one page per string (core Helvetica font: Latin-1 text only)."""
     from fpdf import FPDF
@@ -74,10 +83,67 @@ def write_pdf(path: Path, pages: list[str], *, title: str = "", drawings_only: b
             pdf.rect(20, 20, 170, 40, style="F")
             pdf.rect(20, 80, 120, 10, style="F")
             continue
-        pdf.set_font("Helvetica", size=11)
-        for block in text.strip().split("\n\n"):
-            pdf.multi_cell(0, 6, " ".join(block.split()))
-            pdf.ln(3)
+        _typeset(pdf, text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pdf.output(str(path))
+    return path
+
+
+@dataclass(frozen=True)
+class Scan:
+    """How a page is "scanned": resolution (dots per inch), rotation (degrees), noise (the
+    standard deviation of Gaussian grey-level noise, 0-255) and speckle (share of pixels flipped
+    to black or white)."""
+
+    dpi: int = 200
+    skew: float = 0.0
+    noise: float = 0.0
+    speckle: float = 0.0
+
+
+def write_scanned_pdf(path: Path, pages: list[tuple[str, bool]], *, scan: Scan = Scan(),
+                      seed: int = 0) -> Path:
+    """A PDF whose pages are ``(text, scanned)``: a scanned page is an image of the text as
+    ``write_pdf`` would typeset it (rendered by PDFium, degraded as ``scan`` says), with no text
+    layer; the others are ordinary text pages. Needs the ``ocr`` and ``test`` extras."""
+    import io
+    import tempfile
+
+    import numpy as np
+    import pypdfium2
+    from fpdf import FPDF
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        typeset = write_pdf(Path(tmp) / "typeset.pdf", [text for text, _ in pages])
+        rendered = pypdfium2.PdfDocument(typeset)
+        pdf = FPDF(format="A4")
+        pdf.set_creation_date(FIXED_DATE)
+        pdf.set_title(path.stem)
+        pdf.set_auto_page_break(auto=True, margin=15)
+        for number, (text, scanned) in enumerate(pages):
+            if not scanned:
+                # The text page again, typeset the same way (one page per string).
+                pdf.add_page()
+                _typeset(pdf, text)
+                continue
+            image = rendered[number].render(scale=scan.dpi / 72, grayscale=True).to_pil().convert("L")
+            if scan.skew:
+                image = image.rotate(scan.skew, resample=Image.Resampling.BICUBIC, fillcolor=255)
+            pixels = np.asarray(image, dtype=np.float32)
+            if scan.noise:
+                pixels = pixels + rng.normal(0.0, scan.noise, pixels.shape)
+            if scan.speckle:
+                flips = rng.random(pixels.shape)
+                pixels[flips < scan.speckle / 2] = 0
+                pixels[flips > 1 - scan.speckle / 2] = 255
+            image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L")
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            pdf.add_page()
+            pdf.image(buffer, x=0, y=0, w=pdf.w, h=pdf.h)
+        rendered.close()
     path.parent.mkdir(parents=True, exist_ok=True)
     pdf.output(str(path))
     return path

@@ -31,11 +31,11 @@ def summary_markdown(summary: RunSummary) -> str:
     lines = [
         f"# Ingest run into `{summary.collection}`",
         "",
-        "| files | indexed | updated | unchanged | skipped | failed | deleted | pages | chunks "
-        "| chunks embedded | seconds | chunks/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| files | indexed | updated | unchanged | skipped | failed | deleted | pages "
+        "| OCR pages | chunks | chunks embedded | seconds | chunks/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {t.files} | {t.indexed} | {t.updated} | {t.unchanged} | {t.skipped} | {t.failed} "
-        f"| {t.deleted} | {t.pages} | {t.chunks} | {t.chunks_embedded} | {t.seconds} "
+        f"| {t.deleted} | {t.pages} | {t.ocr_pages} | {t.chunks} | {t.chunks_embedded} | {t.seconds} "
         f"| {t.chunks_per_second} |",
     ]
     if summary.embed_runtime:

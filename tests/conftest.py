@@ -244,3 +244,32 @@ def assert_same_store(actual: dict, expected: dict) -> None:
     for point_id, (payload, vector) in expected.items():
         assert actual[point_id][0] == payload, point_id
         assert np.allclose(actual[point_id][1], vector, atol=1e-4), point_id
+
+
+# A maintenance log as a scanner leaves it: page 1 typed with a text layer, pages 2 and 3 images
+# only. The part code and the interval on page 2 are in no other test document.
+SCAN_PAGES = (
+    ("Plant maintenance log, volume 4. This volume collects the maintenance sheets of the "
+     "cooling water circuit: pumps, valves and the heat exchanger. Each sheet names the part, "
+     "the interval and the person responsible for the work.\n\nSheets are filed in the order "
+     "of the circuit, from the intake screens to the outfall. A sheet that is out of date is "
+     "crossed out and kept, so that the history of every part can be traced back.", False),
+    ("Maintenance sheet for circulation pump VX-3318.\n\nThe mechanical seals of pump VX-3318 "
+     "are replaced every 1,200 operating hours. Record the hours counter reading on the sheet "
+     "and return the old seals to the workshop for inspection.\n\nBefore the work, close both "
+     "isolation valves and drain the pump casing. After it, run the pump for ten minutes and "
+     "check the seal faces for drips.", True),
+    ("Fiche d'entretien de l'échangeur de chaleur.\n\nLes plaques de l'échangeur sont "
+     "nettoyées chaque année au printemps ; vérifiez les joints et notez l'état des surfaces.",
+     True),
+)
+
+
+from bench.ocr import cer  # noqa: E402,F401 (the benchmark's measure, shared with the tests)
+
+
+def scanned_pdf(path: Path, pages=SCAN_PAGES, **scan) -> Path:
+    """A PDF of ``pages`` (``(text, scanned)``), scanned pages as images (``bench.corpus.Scan``)."""
+    from bench.corpus import Scan, write_scanned_pdf
+
+    return write_scanned_pdf(path, list(pages), scan=Scan(**scan))

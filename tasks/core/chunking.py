@@ -89,14 +89,17 @@ class Chunker:
                 char_end = offsets[end - 1][1]
                 piece = text[char_start:char_end]
                 count = self.count_tokens(piece)
+            first = bisect.bisect_right(page_starts, char_start) - 1
+            last = bisect.bisect_right(page_starts, max(char_end - 1, 0)) - 1
             chunks.append(Chunk(
                 text=piece,
                 chunk_index=len(chunks),
                 char_start=char_start,
                 char_end=char_end,
-                page_start=numbers[bisect.bisect_right(page_starts, char_start) - 1],
-                page_end=numbers[bisect.bisect_right(page_starts, max(char_end - 1, 0)) - 1],
+                page_start=numbers[first],
+                page_end=numbers[last],
                 token_count=count,
+                ocr=any(page.ocr for page in document.pages[first:last + 1]),
             ))
         return chunks
 

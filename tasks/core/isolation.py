@@ -3,7 +3,8 @@
 Real corpora hold PDFs that take 20 s and 400 MB for one page, and fuzzed files that crash
 deep inside the parser. Each PDF is parsed in a pebble worker process: one that uses more than
 ``timeout_s`` seconds **of CPU** is stopped (``failed``/``timeout``), one that needs more than
-``memory_mb`` of address space gets a ``MemoryError`` (``failed``/``too_large``), one that dies
+``memory_mb`` of address space (plus ``ocr.OCR_ADDRESS_SPACE_MB`` once it has loaded the OCR
+engine) gets a ``MemoryError`` (``failed``/``too_large``), one that dies
 (segfault, killed) costs its own file only (``failed``/``parser_crashed``). Pebble replaces dead
 workers; the caller's threads keep embedding other files meanwhile.
 
@@ -15,14 +16,17 @@ limit) still kills a parse that hangs without computing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import signal
+from collections.abc import Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import FrameType
 
 from tasks.core.errors import FileRejected
 from tasks.core.models import Document, Reason
+from tasks.core.ocr import OCR_ADDRESS_SPACE_MB, OcrConfig, OcrPageTimeout
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +66,43 @@ def _limit_memory(memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
+_ocr_memory_allowed = False
+
+
+def _allow_ocr_memory() -> None:
+    """Raise this worker's address-space limit by what the OCR engine reserves, once, before
+    its first OCR page: the engine stays loaded, so the limit stays raised (parsing keeps its
+    own ``memory_mb`` on top of it). Workers that never OCR keep the plain limit."""
+    global _ocr_memory_allowed
+    import resource
+
+    if _ocr_memory_allowed:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        raised = soft + OCR_ADDRESS_SPACE_MB * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (raised if hard == resource.RLIM_INFINITY
+                                                else min(raised, hard), hard))
+    _ocr_memory_allowed = True
+
+
+@contextlib.contextmanager
+def _page_cpu_budget(seconds: float) -> Iterator[None]:
+    """One OCR page's own CPU budget (``OcrPageTimeout`` beyond it); the parse's remaining
+    budget is set aside meanwhile and restored after, so OCR does not eat into it."""
+    _allow_ocr_memory()
+    remaining, _ = signal.getitimer(signal.ITIMER_PROF)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    try:
+        yield
+    except _OutOfCpu:
+        raise OcrPageTimeout from None
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, max(remaining, 0.001))
+
+
 def _parse_pdf(data: bytes, max_pages: int, max_chars: int | None, memory_mb: int,
-               cpu_s: float) -> Document:
+               cpu_s: float, ocr: OcrConfig | None = None) -> Document:
     """Runs in the worker (in its main thread, where SIGPROF's handler runs)."""
     import mmap
 
@@ -74,7 +113,8 @@ def _parse_pdf(data: bytes, max_pages: int, max_chars: int | None, memory_mb: in
     # SIGPROF once this process has used ``cpu_s`` more seconds of CPU.
     signal.setitimer(signal.ITIMER_PROF, cpu_s)
     try:
-        return read_pdf(data, max_pages=max_pages, max_chars=max_chars)
+        return read_pdf(data, max_pages=max_pages, max_chars=max_chars, ocr=ocr,
+                        page_budget=_page_cpu_budget)
     except _OutOfCpu:
         raise FileRejected(Reason.TIMEOUT, f"parsing used more than {cpu_s:g} s of CPU "
                                            "(INGEST_PARSE_TIMEOUT); abandoned") from None
@@ -103,19 +143,22 @@ class ParsePool:
                                  initializer=_limit_memory, initargs=(memory_mb,),
                                  context=multiprocessing.get_context("forkserver"))
 
-    def read_pdf(self, data: bytes, *, max_pages: int, max_chars: int | None = None) -> Document:
+    def read_pdf(self, data: bytes, *, max_pages: int, max_chars: int | None = None,
+                 ocr: OcrConfig | None = None) -> Document:
         """Parse in a worker; limits and crashes become ``FileRejected``."""
         from pebble import ProcessExpired
 
-        wall_s = self.timeout_s * WALL_FACTOR + WALL_SLACK_S
+        # OCR pages have CPU budgets of their own: the backstop allows for all of them.
+        ocr_s = 0.0 if ocr is None or ocr.mode == "off" else ocr.page_timeout_s * ocr.max_pages
+        wall_s = (self.timeout_s + ocr_s) * WALL_FACTOR + WALL_SLACK_S
         future = self._pool.schedule(
-            _parse_pdf, args=(data, max_pages, max_chars, self.memory_mb, self.timeout_s),
+            _parse_pdf, args=(data, max_pages, max_chars, self.memory_mb, self.timeout_s, ocr),
             timeout=wall_s)
         try:
             return future.result()
         except FutureTimeout:
             raise FileRejected(Reason.TIMEOUT, f"parsing took more than {wall_s:g} s of wall time "
-                                               "(10 × INGEST_PARSE_TIMEOUT + 60); abandoned") from None
+                                               "(10 × the CPU limits + 60); abandoned") from None
         except ProcessExpired as exc:
             how = (f"signal {signal.Signals(-exc.exitcode).name}" if exc.exitcode and exc.exitcode < 0
                    else f"exit code {exc.exitcode}")

@@ -91,6 +91,8 @@ class Page:
 
     number: int | None
     text: str
+    #: The text was recognised from the page's image (it had no usable text layer).
+    ocr: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,10 +109,30 @@ class Document:
     warnings: tuple[str, ...] = ()
     #: What the reader had to repair to decode a text file (e.g. a dangling byte dropped).
     repairs: tuple[str, ...] = ()
+    #: PDF pages whose text layer was empty or nearly so (``ocr.needs_ocr``), OCR or not.
+    textless_pages: int = 0
+    #: Pages OCR could not read (number, why), and pages beyond INGEST_OCR_MAX_PAGES left alone.
+    ocr_failed: tuple[tuple[int, str], ...] = ()
+    ocr_capped: tuple[int, ...] = ()
+
+    @property
+    def ocr_pages(self) -> int:
+        """Pages whose text came from OCR."""
+        return sum(page.ocr for page in self.pages)
 
     def notes(self) -> tuple[str, ...]:
         """What a file's row should say about its extraction, besides its outcome."""
-        notes = list(self.repairs)
+        notes = []
+        if self.ocr_pages:
+            notes.append(f"OCR on {self.ocr_pages} of {self.page_count} pages")
+        if self.ocr_failed:
+            number, why = self.ocr_failed[0]
+            notes.append(f"OCR failed on page(s) {[n for n, _ in self.ocr_failed]} "
+                         f"(page {number}: {why})")
+        if self.ocr_capped:
+            notes.append(f"OCR skipped {len(self.ocr_capped)} page(s) without text beyond the "
+                         f"cap (INGEST_OCR_MAX_PAGES), from page {self.ocr_capped[0]}")
+        notes.extend(self.repairs)
         if self.unreadable_pages:
             notes.append(f"text extraction failed on page(s) {list(self.unreadable_pages)}")
         if self.warning_count:
@@ -138,6 +160,8 @@ class Chunk:
     page_start: int | None
     page_end: int | None
     token_count: int
+    #: Some of the chunk's text was recognised by OCR.
+    ocr: bool = False
 
 
 class FileOutcome(BaseModel):
@@ -152,6 +176,8 @@ class FileOutcome(BaseModel):
     pages: int | None = None
     chunks: int = 0
     seconds: float = 0.0
+    #: Pages whose text this run recognised by OCR.
+    ocr_pages: int = 0
 
     @classmethod
     def rejected(cls, source: str, reason: Reason, detail: str, *, pages: int | None = None,
@@ -177,6 +203,8 @@ class RunTotals(BaseModel):
     failed: int = 0
     deleted: int = 0
     pages: int = 0
+    #: Pages read by OCR in this run (of the indexed and updated files).
+    ocr_pages: int = 0
     chunks: int = 0
     chunks_embedded: int = 0
     seconds: float = 0.0
@@ -237,6 +265,7 @@ class RunSummary(BaseModel):
             failed=counts[Status.FAILED],
             deleted=counts[Status.DELETED],
             pages=sum(o.pages or 0 for o in ordered),
+            ocr_pages=sum(o.ocr_pages for o in ordered),
             chunks=sum(o.chunks for o in ordered),
             chunks_embedded=embedded,
             seconds=round(seconds, 3),

@@ -34,6 +34,8 @@ class PointPayload(BaseModel):
     char_start: int
     char_end: int
     token_count: int
+    #: Some of the chunk's text was recognised by OCR.
+    ocr: bool
     # The file, repeated on each of its points so any hit can be cited and any point audited
     source: str
     file_name: str
@@ -42,6 +44,10 @@ class PointPayload(BaseModel):
     chunk_count: int
     page_count: int | None
     source_signature: str | None
+    #: The file's OCR record: the engine and settings that read some of its pages ("" for none,
+    #: see ``ocr.OcrConfig.key``) and how many pages lacked a text layer (PDFs).
+    ocr_key: str
+    textless_pages: int | None
     model: str
     embed_precision: str
     embed_backend: str
@@ -66,6 +72,8 @@ class FileHead:
     page_count: int | None
     signature: str | None
     complete: bool  # the last write of this file finished: all its points are this version
+    ocr_key: str = ""
+    textless_pages: int | None = None
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> FileHead:
@@ -73,7 +81,8 @@ class FileHead:
                    config_fingerprint=payload.get("config_fingerprint", ""),
                    chunk_count=int(payload.get(CHUNK_COUNT, 0)),
                    page_count=payload.get("page_count"), signature=payload.get(SIGNATURE),
-                   complete=bool(payload.get(COMPLETE)))
+                   complete=bool(payload.get(COMPLETE)),
+                   ocr_key=payload.get("ocr_key", ""), textless_pages=payload.get("textless_pages"))
 
 
 @dataclass(frozen=True)

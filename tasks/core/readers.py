@@ -25,6 +25,8 @@ from charset_normalizer import from_bytes
 
 from tasks.core.errors import FileRejected
 from tasks.core.models import Document, DocumentKind, Page, Reason
+from tasks.core.ocr import EXTRA_HINT, OcrConfig, PageBudget, needs_ocr, recognise
+from tasks.core.ocr import available as ocr_available
 
 log = logging.getLogger(__name__)
 
@@ -240,18 +242,22 @@ def read_text(data: bytes, *, max_chars: int | None = None) -> Document:
                     content_sha256=digest, encoding=encoding, repairs=repairs)
 
 
-def read_pdf(data: bytes, *, max_pages: int, max_chars: int | None = None) -> Document:
+def read_pdf(data: bytes, *, max_pages: int, max_chars: int | None = None,
+             ocr: OcrConfig | None = None, page_budget: PageBudget | None = None) -> Document:
     """Extract text page by page with pypdf; pages that fail are listed, not fatal. Stops as
-    soon as the text exceeds ``max_chars`` (``too_large``). pypdf's warnings are counted on the
-    document (the first few kept), not printed."""
+    soon as the text exceeds ``max_chars`` (``too_large``). Pages without a text layer are
+    recognised by OCR as ``ocr`` says (``page_budget`` bounds each page's CPU). pypdf's warnings
+    are counted on the document (the first few kept), not printed."""
     with captured_warnings("pypdf") as (count, kept):
         document = _extract_pdf(data, max_pages=max_pages, max_chars=max_chars)
     if count[0]:
         log.debug("pypdf: %d warnings, first: %s", count[0], kept)
-    return dataclasses.replace(document, warning_count=count[0], warnings=tuple(kept))
+    document = dataclasses.replace(document, warning_count=count[0], warnings=tuple(kept))
+    return _with_ocr(document, data, ocr or OcrConfig(), max_chars, page_budget)
 
 
 def _extract_pdf(data: bytes, *, max_pages: int, max_chars: int | None) -> Document:
+    """pypdf's text of every page (empty pages included; OCR decides about them)."""
     from pypdf import PasswordType, PdfReader
 
     digest = hashlib.sha256(data).hexdigest()
@@ -284,17 +290,50 @@ def _extract_pdf(data: bytes, *, max_pages: int, max_chars: int | None) -> Docum
         chars += len(text)
         check_text_size(chars, max_chars, f" by page {number} of {count}")
         pages.append(Page(number=number, text=join_hyphenated(clean_text(text))))
+    return Document(kind=DocumentKind.PDF, pages=tuple(pages), content_sha256=digest,
+                    unreadable_pages=tuple(unreadable),
+                    textless_pages=len(unreadable) + sum(needs_ocr(p.text) for p in pages))
+
+
+def _with_ocr(document: Document, data: bytes, config: OcrConfig, max_chars: int | None,
+              page_budget: PageBudget | None) -> Document:
+    """The document with OCR's text on the pages ``config`` selects (pages pypdf could not read
+    included), or ``FileRejected`` when no page has text in the end."""
+    layers = {page.number: page.text for page in document.pages}
+    layers.update({number: "" for number in document.unreadable_pages})
+    count = len(layers)
+    result = recognise(data, config.pages_to_read(layers), config, page_budget=page_budget)
+    pages, unreadable = [], []
+    for number in sorted(layers):
+        text = result.texts.get(number)
+        recognised = text is not None and (
+            config.mode == "force" or sum(map(str.isalnum, text)) > sum(map(str.isalnum, layers[number])))
+        if recognised:
+            pages.append(Page(number=number, text=clean_text(text), ocr=True))
+        elif number in document.unreadable_pages:
+            unreadable.append(number)
+        else:
+            pages.append(Page(number=number, text=layers[number]))
+    check_text_size(sum(len(p.text) for p in pages), max_chars, " with OCR's text")
     if not pages:
         raise FileRejected(Reason.CORRUPT, f"text extraction failed on all {count} pages",
                            pages=count)
     if not any(page.text.strip() for page in pages):
-        raise FileRejected(Reason.NO_TEXT,
-                           f"no text layer on any of {count} pages (scanned? needs OCR)", pages=count)
-    return Document(kind=DocumentKind.PDF, pages=tuple(pages), content_sha256=digest,
-                    unreadable_pages=tuple(unreadable))
+        if config.mode == "off":
+            hint = EXTRA_HINT if not ocr_available() else "OCR is off (INGEST_OCR=off)"
+            raise FileRejected(Reason.NO_TEXT, f"no text layer on any of {count} pages "
+                                               f"(scanned? {hint})", pages=count)
+        why = (f"; page {next(iter(result.failed))}: {next(iter(result.failed.values()))}"
+               if result.failed else "")
+        raise FileRejected(Reason.NO_TEXT, f"no text layer on any of {count} pages, and OCR "
+                                           f"found no text on them{why}", pages=count)
+    return dataclasses.replace(document, pages=tuple(pages), unreadable_pages=tuple(unreadable),
+                               ocr_failed=tuple(sorted(result.failed.items())),
+                               ocr_capped=result.capped)
 
 
 def read_document(data: bytes, name: str, *, max_pages: int, max_chars: int | None = None,
+                  ocr: OcrConfig | None = None,
                   parse_pdf: Callable[..., Document] = read_pdf) -> Document:
     """Read any supported file: sniff the type from content, then parse or decode it.
 
@@ -304,5 +343,5 @@ def read_document(data: bytes, name: str, *, max_pages: int, max_chars: int | No
         raise FileRejected(Reason.EMPTY, "the file is empty (0 bytes)")
     kind = sniff_kind(data[:HEAD_BYTES], name)
     if kind is DocumentKind.PDF:
-        return parse_pdf(data, max_pages=max_pages, max_chars=max_chars)
+        return parse_pdf(data, max_pages=max_pages, max_chars=max_chars, ocr=ocr)
     return read_text(data, max_chars=max_chars)

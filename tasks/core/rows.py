@@ -29,7 +29,8 @@ def file_row(outcome: FileOutcome, sources: Iterable[str], *, name: str | None =
     URI in ``source``. ``chunks``: what the file holds in the collection after the run."""
     return {"file": name if name is not None else relative_name(outcome.source, sources),
             "status": outcome.status.value, "reason": outcome.reason.value,
-            "pages": outcome.pages, "chunks": outcome.chunks, "seconds": outcome.seconds,
+            "pages": outcome.pages, "ocr_pages": outcome.ocr_pages, "chunks": outcome.chunks,
+            "seconds": outcome.seconds,
             "detail": outcome.detail, "source": outcome.source}
 
 

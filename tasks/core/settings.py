@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tasks.core.ocr import OcrConfig
+
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_COLLECTION = "documents"
 DEFAULT_CHUNK_TOKENS = 192
@@ -118,6 +120,14 @@ class IngestSettings(BaseSettings):
                                                        "(CPU, not wall time: a busy machine does not fail files)")
     parse_memory_mb: int = Field(1024, ge=128, description="Address space of a PDF parse worker")
     parse_workers: int = Field(2, ge=1, le=64, description="Processes parsing PDFs")
+    ocr: Literal["auto", "off", "force"] = Field(
+        "auto", description="OCR of PDF pages: auto reads the pages without a text layer, force "
+                            "every page, off none; auto means off without the [ocr] extra")
+    ocr_dpi: int = Field(200, ge=72, le=600, description="Resolution pages are rendered at for OCR")
+    ocr_max_pages: int = Field(100, ge=1, description="Pages of one file OCR reads at most; "
+                                                      "the rest are left without text (noted)")
+    ocr_page_timeout: float = Field(60.0, gt=0, description="Seconds of CPU OCR may spend on one "
+                                                            "page before giving up on it")
     workers: int = Field(3, ge=1, le=64, description="Threads running file groups")
     files_per_task: int = Field(24, ge=1, le=1000, description="Files per Prefect task run (embedded together)")
     retries: int = Field(3, ge=0, le=20)
@@ -159,6 +169,23 @@ class IngestSettings(BaseSettings):
     def _chunking(self) -> IngestSettings:
         check_chunking(self.chunk_tokens, self.chunk_overlap)
         return self
+
+    @model_validator(mode="after")
+    def _ocr_installed(self) -> IngestSettings:
+        from tasks.core.ocr import EXTRA_HINT, available
+
+        if self.ocr == "force" and not available():
+            raise ValueError(f"INGEST_OCR=force needs the OCR engine: {EXTRA_HINT}")
+        return self
+
+    def ocr_config(self) -> OcrConfig:
+        """How PDFs are OCR'd in this process's runs: ``auto`` is ``off`` without the extra."""
+        from tasks.core.ocr import available, engine_version
+
+        mode = self.ocr if self.ocr == "off" or available() else "off"
+        return OcrConfig(mode=mode, dpi=self.ocr_dpi, max_pages=self.ocr_max_pages,
+                         page_timeout_s=self.ocr_page_timeout,
+                         engine=engine_version() if mode != "off" else "")
 
     def store_location(self) -> StoreLocation:
         """Where the vectors live: a server when ``QDRANT_URL`` is set, else the embedded store."""
@@ -259,6 +286,7 @@ class PipelineConfig(BaseModel):
     parse_timeout_s: float = 60.0
     parse_memory_mb: int = 1024
     parse_workers: int = 2
+    ocr: OcrConfig = OcrConfig()
     store: StoreLocation
     overwrite: bool = False
 
@@ -282,6 +310,7 @@ class PipelineConfig(BaseModel):
             parse_timeout_s=settings.parse_timeout,
             parse_memory_mb=settings.parse_memory_mb,
             parse_workers=settings.parse_workers,
+            ocr=settings.ocr_config(),
             store=settings.store_location(),
             overwrite=params.overwrite,
         )

@@ -25,6 +25,9 @@ class ChunkedFile:
     chunks: tuple[Chunk, ...]
     content_sha256: str
     page_count: int | None
+    #: Pages read by OCR, and pages found without a text layer (PDFs; see ``Document``).
+    ocr_pages: int
+    textless_pages: int | None
     #: What the file's row says about its extraction (failed pages, parser warnings, repairs).
     notes: tuple[str, ...]
     replaces: bool
@@ -56,6 +59,8 @@ def chunk_file(item: ReadFile, chunker: Chunker, max_chunks: int | None = None) 
                                              f"{max_chunks:,} (INGEST_MAX_FILE_CHUNKS)",
                            pages=document.page_count)
     return ChunkedFile(file=item.file, chunks=tuple(chunks), content_sha256=document.content_sha256,
-                       page_count=document.page_count, notes=document.notes(),
+                       page_count=document.page_count, ocr_pages=document.ocr_pages,
+                       textless_pages=document.textless_pages if document.page_count is not None else None,
+                       notes=document.notes(),
                        replaces=item.replaces,
                        seconds=item.seconds + time.perf_counter() - started)

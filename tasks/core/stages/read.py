@@ -75,7 +75,8 @@ def read_file(file: SourceFile, head: FileHead | None, config: PipelineConfig,
         raise FileRejected(*file.rejected)
     # A head from a finished write with today's settings is what "already indexed" means.
     current = (head if head is not None and head.complete and not config.overwrite
-               and head.config_fingerprint == config.fingerprint else None)
+               and head.config_fingerprint == config.fingerprint
+               and head.ocr_key == ocr_key(head, config) else None)
     if current is not None and file.signature is not None and current.signature == file.signature:
         return Settled(_unchanged(file, current, started))  # no download needed
     data = fetch(file, config.max_file_bytes)
@@ -83,9 +84,19 @@ def read_file(file: SourceFile, head: FileHead | None, config: PipelineConfig,
         # Same bytes under a new signature (touched, re-uploaded): remember the new one.
         return Settled(_unchanged(file, current, started), signature=file.signature)
     document = read_document(data, file.name, max_pages=config.max_pages,
-                             max_chars=config.max_text_chars, parse_pdf=parse_pdf)
+                             max_chars=config.max_text_chars, ocr=config.ocr, parse_pdf=parse_pdf)
     return ReadFile(file=file, document=document, replaces=head is not None,
                     seconds=time.perf_counter() - started)
+
+
+def ocr_key(head: FileHead, config: PipelineConfig) -> str:
+    """The OCR key a file's points must record to be current: OCR's settings matter to a PDF
+    that has pages without a text layer (or to every PDF, in ``force`` mode), to nothing else.
+    A PDF indexed before OCR existed (pages without a layer not counted) counts as having none:
+    ``--overwrite`` reads such files again."""
+    if head.page_count is None:
+        return ""
+    return config.ocr.key(head.textless_pages or 0)
 
 
 def fetch(file: SourceFile, limit: int) -> bytes:

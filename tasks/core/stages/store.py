@@ -71,6 +71,7 @@ def write_file(item: EmbeddedFile, config: PipelineConfig, store: VectorStore) -
     return FileOutcome(source=chunked.file.uri,
                        status=Status.UPDATED if chunked.replaces else Status.INDEXED,
                        detail=detail, pages=chunked.page_count, chunks=len(chunked.chunks),
+                       ocr_pages=chunked.ocr_pages,
                        seconds=round(item.seconds + time.perf_counter() - started, 3))
 
 
@@ -79,14 +80,16 @@ def points(item: EmbeddedFile, config: PipelineConfig) -> list[StoredPoint]:
     chunked, file = item.chunked, item.chunked.file
     precision, _, backend = (config.embed_runtime or "fp32").partition("-")
     ingested_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    ocr_key = config.ocr.key(chunked.textless_pages) if chunked.page_count is not None else ""
     return [StoredPoint(
         id=point_id(file.uri, chunk.chunk_index), vector=vector.tolist(), sparse=sparse,
         payload=PointPayload(
             text=chunk.text, chunk_index=chunk.chunk_index, page_start=chunk.page_start,
             page_end=chunk.page_end, char_start=chunk.char_start, char_end=chunk.char_end,
-            token_count=chunk.token_count, source=file.uri, file_name=file.name,
+            token_count=chunk.token_count, ocr=chunk.ocr, source=file.uri, file_name=file.name,
             content_sha256=chunked.content_sha256, config_fingerprint=config.fingerprint,
             chunk_count=len(chunked.chunks), page_count=chunked.page_count,
-            source_signature=file.signature, model=config.model, embed_precision=precision,
+            source_signature=file.signature, ocr_key=ocr_key,
+            textless_pages=chunked.textless_pages, model=config.model, embed_precision=precision,
             embed_backend=backend or "torch", ingested_at=ingested_at).to_dict())
         for chunk, vector, sparse in zip(chunked.chunks, item.vectors, item.sparse)]
