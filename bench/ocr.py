@@ -3,6 +3,7 @@ known text, seconds per page, and what the fallback costs a batch without scans.
 
     python -m bench.ocr                  (accuracy and cost; then throughput, OCR auto vs off)
     python -m bench.ocr --no-throughput  (accuracy and cost only)
+    python -m bench.ocr --no-accuracy    (throughput only)
 
 Pages: real text from the retrieval benchmark's public documents (``bench/eval/docs``: Twain,
 the 1911 drill regulations, German federal laws, Verne), typeset in 11-point Helvetica on A4,
@@ -124,6 +125,7 @@ def throughput(files: int, rounds: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-throughput", action="store_true", help="accuracy and cost only")
+    parser.add_argument("--no-accuracy", action="store_true", help="throughput only")
     parser.add_argument("--files", type=int, default=120, help="corpus of the throughput runs")
     parser.add_argument("--rounds", type=int, default=4, help="throughput rounds (each: auto and off)")
     args = parser.parse_args()
@@ -134,16 +136,17 @@ def main() -> None:
     print(f"{engine_version()}: {len(pages)} pages of real text "
           f"({', '.join(sorted({lang for lang, _ in pages}))}), ~{WORDS_PER_PAGE} words each")
     results: dict = {"engine": engine_version(), "variants": {}, "render_dpi": {}}
+    variants, dpis = ({}, ()) if args.no_accuracy else (VARIANTS, RENDER_DPIS)
     with tempfile.TemporaryDirectory() as tmp:
         header = f"{'scan':<36}{'CER':>8}{'en':>8}{'de':>8}{'fr':>8}{'s/page':>9}{'CPU s':>8}"
         print("\nscan variants, rendered at 200 dpi\n" + header)
-        for name, scan in VARIANTS.items():
+        for name, scan in variants.items():
             row = read_scans(pages, Path(tmp), scan, 200)
             results["variants"][name] = row
             print(f"{name:<36}{row['cer']:>8.4f}{row['cer_en']:>8.4f}{row['cer_de']:>8.4f}"
                   f"{row['cer_fr']:>8.4f}{row['s_per_page']:>9.2f}{row['cpu_s_per_page']:>8.2f}")
         print("\nrender resolution (INGEST_OCR_DPI), clean 300-dpi scans\n" + header)
-        for dpi in RENDER_DPIS:
+        for dpi in dpis:
             row = read_scans(pages, Path(tmp), VARIANTS["clean 300 dpi"], dpi)
             results["render_dpi"][dpi] = row
             print(f"{f'{dpi} dpi':<36}{row['cer']:>8.4f}{row['cer_en']:>8.4f}{row['cer_de']:>8.4f}"
