@@ -80,3 +80,18 @@ def test_chunks_of_ocr_pages_are_marked(tokenizer):
     chunks = chunker.chunk_document(document)
     assert {c.ocr for c in chunks if c.page_start == c.page_end == 1} == {False}
     assert {c.ocr for c in chunks if c.page_start == 2} == {True}
+
+
+def test_without_the_extra_auto_is_off_and_force_is_refused(monkeypatch):
+    from pydantic import ValidationError
+
+    from tasks.core.settings import IngestSettings
+
+    assert IngestSettings().ocr_config().mode == "auto"  # the test extras include OCR
+    monkeypatch.setattr("tasks.core.ocr.available", lambda: False)
+    config = IngestSettings().ocr_config()
+    assert (config.mode, config.key(3)) == ("off", ""), "exactly as before OCR existed"
+    monkeypatch.setenv("INGEST_OCR", "force")
+    with pytest.raises(ValidationError, match=r"INGEST_OCR=force needs the OCR engine: install "
+                                              r"the OCR extra: pip install 'knowledge-ingest\[ocr\]'"):
+        IngestSettings()
