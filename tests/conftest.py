@@ -68,11 +68,15 @@ def store_backend(pytestconfig) -> str:
 
 @pytest.fixture(autouse=True)
 def _clean_ingest_env(monkeypatch, store_backend):
-    """No test sees the developer's INGEST_*/QDRANT_* settings; the backend is the run's."""
+    """No test sees the developer's INGEST_*/QDRANT_* settings; the backend is the run's.
+    OCR is off unless a test turns it on: the OCR tests cover it, and elsewhere it would only
+    re-render the graphics-only sample scan in every run (seconds of low-priority CPU that a
+    busy machine stretches to minutes)."""
     for name in list(os.environ):
         if name.startswith(("INGEST_", "QDRANT_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("INGEST_STORE", store_backend)
+    monkeypatch.setenv("INGEST_OCR", "off")
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,14 @@ from tests.conftest import MIXED, scanned_pdf
 pytestmark = pytest.mark.flow
 
 
+@pytest.fixture(autouse=True)
+def _ocr_on(monkeypatch):
+    # 100 dpi: a third of the CPU of 200 dpi on these pages, with the same text (bench.ocr); the
+    # parse workers run at low priority, and a busy machine stretches every CPU second.
+    monkeypatch.setenv("INGEST_OCR", "auto")
+    monkeypatch.setenv("INGEST_OCR_DPI", "100")
+
+
 @pytest.fixture
 def folder(tmp_path):
     folder = tmp_path / "docs"

@@ -87,6 +87,7 @@ def test_without_the_extra_auto_is_off_and_force_is_refused(monkeypatch):
 
     from tasks.core.settings import IngestSettings
 
+    monkeypatch.setenv("INGEST_OCR", "auto")
     assert IngestSettings().ocr_config().mode == "auto"  # the test extras include OCR
     monkeypatch.setattr("tasks.core.ocr.available", lambda: False)
     config = IngestSettings().ocr_config()
