@@ -155,3 +155,22 @@ def test_migrating_a_pre_hybrid_collection_fills_bm25_on_the_way(tmp_path, sourc
     finally:
         source.close()
         target.close()
+
+
+def test_fusion_ties_are_broken_the_same_way_every_time(store):
+    # A is first by meaning and second by keywords, B the other way round: equal reciprocal
+    # ranks, which the engines ordered arbitrarily. The weights (store.base.RRF_WEIGHTS) break
+    # the tie the same way on both backends: the hit ranked higher by meaning wins.
+    store.ensure_collection("ties", 2)
+    a, b = "the gasket of the pump housing and its sealing ring", "gasket gasket"
+    [sparse_a, sparse_b] = BM25.documents([a, b])
+    store.upsert_points("ties", [
+        StoredPoint(id=point_id("file:///a.txt", 0), vector=[1.0, 0.0], sparse=sparse_a,
+                    payload={"source": "file:///a.txt", "chunk_index": 0, "text": a}),
+        StoredPoint(id=point_id("file:///b.txt", 0), vector=[0.8, 0.6], sparse=sparse_b,
+                    payload={"source": "file:///b.txt", "chunk_index": 0, "text": b})])
+    query = BM25.query("gasket")
+    assert texts(store.search("ties", dense=[1.0, 0.0], limit=2)) == [a, b]
+    assert texts(store.search("ties", sparse=query, limit=2)) == [b, a]
+    for _ in range(5):
+        assert texts(store.search("ties", dense=[1.0, 0.0], sparse=query, limit=2)) == [a, b]

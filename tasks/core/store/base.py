@@ -29,6 +29,17 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 HEAD_INDEX = 0  # a file's chunk 0 is its head point: it carries the file's commit marker
+#: Reciprocal rank fusion of hybrid search: score = sum of weight / (rank + k) over the dense and
+#: the BM25 list (Qdrant's weighted form). k = 60 is the usual constant (k = 20 and 10 measured
+#: no better on make eval). The weights differ by a hair only to break ties: with equal weights a
+#: hit ranked i-th by one side and j-th by the other scores exactly what a hit ranked j-th and
+#: i-th scores, and the engine orders such ties arbitrarily (make eval moved by up to 0.02 in
+#: recall@1 between identical runs). In Qdrant's weighted form, 1 / (rank / w + k - 1), a lighter
+#: weight costs a lower rank more than a higher one: of two hits ranked (i, j) and (j, i), the one
+#: ranked higher by meaning wins. Measured on make eval (hybrid R@1 / R@5 / MRR): 0.884 / 0.983 /
+#: 0.929; the BM25 side lighter instead 0.876 / 0.992 / 0.925 — one question either way.
+RRF_K = 60
+RRF_WEIGHTS = (0.999, 1.0)  # (dense, sparse)
 
 
 @dataclass

@@ -26,6 +26,8 @@ from tasks.core.payload import SOURCE
 from tasks.core.settings import StoreLocation
 from tasks.core.sparse import SPARSE_VECTOR, Sparse, SparseEncode
 from tasks.core.store.base import (
+    RRF_K,
+    RRF_WEIGHTS,
     CollectionShape,
     SearchHit,
     StoredPoint,
@@ -219,7 +221,8 @@ class EdgeStore(VectorStore):
         else:
             request = QueryRequest(limit=limit, prefetches=[Prefetch(limit=prefetch, query=q)
                                                             for q in queries],
-                                   query=Fusion.Rrf(k=60), with_payload=True)
+                                   query=Fusion.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS)),
+                                   with_payload=True)
         points = self._shard(collection).query(request)
         return [SearchHit(score=p.score, payload=p.payload or {}) for p in points]
 

@@ -25,6 +25,8 @@ from tasks.core.payload import SOURCE
 from tasks.core.settings import StoreLocation
 from tasks.core.sparse import SPARSE_VECTOR, Sparse, SparseEncode
 from tasks.core.store.base import (
+    RRF_K,
+    RRF_WEIGHTS,
     CollectionShape,
     SearchHit,
     StoredPoint,
@@ -195,7 +197,7 @@ class QdrantClientStore(VectorStore):
             response = self.client.query_points(
                 collection, limit=limit, with_payload=True,
                 prefetch=[models.Prefetch(limit=prefetch, **search) for search in searches],
-                query=models.RrfQuery(rrf=models.Rrf(k=60)))
+                query=models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS))))
         return [SearchHit(score=p.score, payload=p.payload or {}) for p in response.points]
 
     def _count(self, collection: str) -> int:
