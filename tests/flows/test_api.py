@@ -71,7 +71,7 @@ def test_four_files_four_results_then_unchanged_then_overwrite(client):
                               "photo.pdf": ("skipped", "unsupported_type")}
     row = next(r for r in first.json()["results"] if r["file"] == "guide.pdf")
     assert row["pages"] == 4 and row["chunks"] == 4 and list(row) == [
-        "file", "status", "reason", "pages", "chunks", "seconds", "detail", "source", "stored_as"]
+        "file", "status", "reason", "pages", "ocr_pages", "chunks", "seconds", "detail", "source", "stored_as"]
 
     again = client.post("/batch", files=upload(*FOUR[:2]))
     assert by_file(again) == {"guide.pdf": ("unchanged", "unchanged"),
