@@ -12,6 +12,10 @@ noise, speckles), written as image-only PDFs. Each page is read the way the pipe
 (``readers.read_pdf`` with ``INGEST_OCR=force``, in this process). CER = Levenshtein edits per
 reference character, white space normalised (``rapidfuzz``).
 
+Real image PDFs: ``bench/ocr_real`` (a scanned page of the 1885 first edition of Huckleberry
+Finn, public domain; an image of a French pangram, CC BY-SA 4.0; both from OCRmyPDF's test
+resources, see its ``sources.json``) against transcripts made for them.
+
 Throughput: the generated corpus (no scans) ingested by the real flow with ``INGEST_OCR=auto``
 and ``off`` in interleaved rounds; the ratio auto/off of chunks per second, median of rounds.
 The last line is JSON.
@@ -58,6 +62,29 @@ def cer(reference: str, recognised: str) -> float:
 
     ref, hyp = " ".join(reference.split()), " ".join(recognised.split())
     return Levenshtein.distance(ref, hyp) / max(len(ref), 1)
+
+
+REAL = Path(__file__).parent / "ocr_real"
+
+
+def read_real_scans() -> dict:
+    """CER and seconds per page on the real image PDFs in ``bench/ocr_real`` (origin, licence
+    and checksum in its ``sources.json``), against their transcripts, at the default settings."""
+    from tasks.core.ocr import OcrConfig, engine_version
+    from tasks.core.readers import read_pdf
+
+    config = OcrConfig(mode="auto", engine=engine_version())
+    rows = {}
+    for source in json.loads((REAL / "sources.json").read_text(encoding="utf-8")):
+        data = (REAL / source["file"]).read_bytes()
+        reference = (REAL / source["file"]).with_suffix(".txt").read_text(encoding="utf-8")
+        wall, cpu = time.perf_counter(), time.process_time()
+        document = read_pdf(data, max_pages=10, ocr=config)
+        rows[source["file"]] = {
+            "cer": round(cer(reference, "\n".join(p.text for p in document.pages)), 4),
+            "s_per_page": round((time.perf_counter() - wall) / len(document.pages), 2),
+            "cpu_s_per_page": round((time.process_time() - cpu) / len(document.pages), 2)}
+    return rows
 
 
 def page_texts() -> list[tuple[str, str]]:
@@ -151,6 +178,11 @@ def main() -> None:
             results["render_dpi"][dpi] = row
             print(f"{f'{dpi} dpi':<36}{row['cer']:>8.4f}{row['cer_en']:>8.4f}{row['cer_de']:>8.4f}"
                   f"{row['cer_fr']:>8.4f}{row['s_per_page']:>9.2f}{row['cpu_s_per_page']:>8.2f}")
+    if not args.no_accuracy:
+        results["real"] = read_real_scans()
+        print("\nreal image PDFs (bench/ocr_real), default settings")
+        for name, row in results["real"].items():
+            print(f"{name:<44}CER {row['cer']:.4f}   {row['s_per_page']:.2f} s/page")
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(f"\npeak RSS of this process (model, engine, pages): {results['peak_rss_mb']} MB")
     if not args.no_throughput:

@@ -309,7 +309,8 @@ def _with_ocr(document: Document, data: bytes, config: OcrConfig, max_chars: int
         recognised = text is not None and (
             config.mode == "force" or sum(map(str.isalnum, text)) > sum(map(str.isalnum, layers[number])))
         if recognised:
-            pages.append(Page(number=number, text=clean_text(text), ocr=True))
+            # OCR keeps the page's line breaks: words a typesetter split are joined as in pypdf's text.
+            pages.append(Page(number=number, text=join_hyphenated(clean_text(text)), ocr=True))
         elif number in document.unreadable_pages:
             unreadable.append(number)
         else:

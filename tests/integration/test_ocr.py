@@ -117,3 +117,17 @@ def test_the_worker_memory_limit_applies_to_ocr(scans):
         assert document.pages[0].text.startswith("Plant maintenance log")
     finally:
         pool.close()
+
+
+def test_a_real_scanned_book_page_is_read():
+    # A page of the 1885 first edition of Huckleberry Finn (bench/ocr_real: public domain):
+    # yellowed paper, bleed-through, an illustration beside the text.
+    from bench.ocr import REAL
+
+    document = read_pdf((REAL / "en-huckleberry-finn-1885-p22.pdf").read_bytes(), max_pages=10, ocr=AUTO)
+    [page] = document.pages
+    reference = (REAL / "en-huckleberry-finn-1885-p22.txt").read_text(encoding="utf-8")
+    # Most of what differs is where the illustration's caption lands in the reading order.
+    assert page.ocr and cer(reference, page.text) < 0.06
+    # Words split at line ends are joined, as in a text layer's text.
+    assert "right between my shoulders" in page.text and "it was minutes and minutes" in page.text
