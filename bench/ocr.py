@@ -183,8 +183,8 @@ def main() -> None:
         print("\nreal image PDFs (bench/ocr_real), default settings")
         for name, row in results["real"].items():
             print(f"{name:<44}CER {row['cer']:.4f}   {row['s_per_page']:.2f} s/page")
-    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    print(f"\npeak RSS of this process (model, engine, pages): {results['peak_rss_mb']} MB")
+        results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        print(f"\npeak RSS of this process (engine, pages): {results['peak_rss_mb']} MB")
     if not args.no_throughput:
         results["throughput"] = throughput(args.files, args.rounds)
         t = results["throughput"]
