@@ -306,8 +306,11 @@ def _with_ocr(document: Document, data: bytes, config: OcrConfig, max_chars: int
     pages, unreadable = [], []
     for number in sorted(layers):
         text = result.texts.get(number)
-        recognised = text is not None and (
-            config.mode == "force" or sum(map(str.isalnum, text)) > sum(map(str.isalnum, layers[number])))
+        # OCR's text replaces the layer when it has more letters and digits; in force mode
+        # whenever it found any (a layer that is there but garbage is what force is for).
+        found = sum(map(str.isalnum, text or ""))
+        recognised = found > 0 and (config.mode == "force"
+                                    or found > sum(map(str.isalnum, layers[number])))
         if recognised:
             # OCR keeps the page's line breaks: words a typesetter split are joined as in pypdf's text.
             pages.append(Page(number=number, text=join_hyphenated(clean_text(text)), ocr=True))
