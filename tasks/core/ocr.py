@@ -74,10 +74,10 @@ class OcrConfig:
     page_timeout_s: float = 60.0
     engine: str = ""  # engine_version() where the config was made; "" when off
 
-    def key(self, textless_pages: int | None) -> str:
-        """What a PDF's points record of OCR, given how many of its pages lacked a text layer
-        (``None``: unknown, a file indexed before OCR existed). Equal keys mean OCR could not
-        change the file's text; a file whose recorded key differs is read again."""
+    def key(self, textless_pages: int) -> str:
+        """What a PDF's points record of OCR, given how many of its pages lacked a text layer.
+        Equal keys mean OCR could not change the file's text; a file whose recorded key differs
+        is read again."""
         if self.mode == "off" or (self.mode == "auto" and textless_pages == 0):
             return ""
         return f"{self.engine}:{self.mode}:{self.dpi}dpi"

@@ -80,7 +80,7 @@ def points(item: EmbeddedFile, config: PipelineConfig) -> list[StoredPoint]:
     chunked, file = item.chunked, item.chunked.file
     precision, _, backend = (config.embed_runtime or "fp32").partition("-")
     ingested_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    ocr_key = config.ocr.key(chunked.textless_pages) if chunked.page_count is not None else ""
+    ocr_key = config.ocr.key(chunked.textless_pages or 0) if chunked.page_count is not None else ""
     return [StoredPoint(
         id=point_id(file.uri, chunk.chunk_index), vector=vector.tolist(), sparse=sparse,
         payload=PointPayload(
