@@ -188,14 +188,15 @@ def recognise(data: bytes, pages: Iterable[int], config: OcrConfig, *,
                     # same limit as parsing, the same outcome (too_large).
                     raise MemoryError from exc
                 log.debug("OCR of page %d failed: %s: %s", number, type(exc).__name__, exc)
-                failed[number] = f"{type(exc).__name__}: {_first_line(str(exc))}"
+                failed[number] = f"{type(exc).__name__}: {_message_line(str(exc))}"
     finally:
         document.close()
     return OcrResult(texts, failed, capped)
 
 
-def _first_line(message: str, width: int = 160) -> str:
-    """An engine error's message, short enough for a file's row (onnxruntime's carry tracebacks)."""
+def _message_line(message: str, width: int = 160) -> str:
+    """An engine error's message line (its last: onnxruntime's errors carry a traceback before it),
+    short enough for a file's row."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     line = lines[-1] if lines else ""
     return line if len(line) <= width else line[: width - 1] + "…"
