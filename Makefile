@@ -44,7 +44,7 @@ clean:
 	rm -rf .ingest
 
 # Benchmarks (bench/): `make bench FILES=50 REPEAT=1 RSS_FILES=0` for a quick check.
-.PHONY: bench bench-rerun bench-store bench-dask eval bench-search bench-ocr
+.PHONY: bench bench-peers bench-rerun bench-store bench-dask eval bench-search bench-ocr
 # Retrieval quality on 32 real documents, 121 questions: dense, sparse and hybrid side by side.
 eval: install-test
 	$(BIN)/python -m bench.eval $(EVAL_ARGS)
@@ -57,8 +57,18 @@ bench-search: install-test
 bench-ocr: install-test
 	$(BIN)/python -m bench.ocr $(OCR_ARGS)
 
-bench: install-test
+# Generated corpus (limit, plain encode, pipeline fp32 and bf16, seed baseline, RSS at 10x files),
+# then real documents beside LlamaIndex (extra [peers]): default and fp32 against the peer.
+bench: install-test $(VENV)/.installed-peers
 	$(BIN)/python -m bench.throughput --files $(or $(FILES),300) --repeat $(or $(REPEAT),3) --rss-files $(or $(RSS_FILES),1000)
+	$(BIN)/python -m bench.peers --rounds $(or $(ROUNDS),3) $(PEER_ARGS)
+
+bench-peers: install-test $(VENV)/.installed-peers
+	$(BIN)/python -m bench.peers --rounds $(or $(ROUNDS),3) $(PEER_ARGS)
+
+$(VENV)/.installed-peers: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[peers]'
+	touch $@
 
 bench-rerun: install-test
 	$(BIN)/python -m bench.rerun --files $(or $(FILES),500)

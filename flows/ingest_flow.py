@@ -184,7 +184,7 @@ def _ingest(params: IngestParams, settings: IngestSettings, config: PipelineConf
         outcomes, collection=config.collection, seconds=time.perf_counter() - started,
         run_id=flow_run.get_id(), prune=prune_report, interrupted=interrupted,
         sources=params.sources, seconds_by_stage=stage_seconds, embed_runtime=config.embed_runtime,
-        names=params.names)
+        embed_choice=config.embed_choice, names=params.names)
     publish_summary(summary)
     return summary
 

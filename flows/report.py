@@ -39,7 +39,8 @@ def summary_markdown(summary: RunSummary) -> str:
         f"| {t.chunks_per_second} |",
     ]
     if summary.embed_runtime:
-        lines += ["", f"Embedding runtime: `{summary.embed_runtime}`."]
+        lines += ["", f"Embedding runtime: `{summary.embed_runtime}`"
+                  + (f" — {_cell(summary.embed_choice)}." if summary.embed_choice else ".")]
     if t.seconds_by_stage:
         lines += ["", "## Seconds by stage", "",
                   "Added up over each stage's task runs, which overlap.", "",

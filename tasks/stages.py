@@ -95,8 +95,8 @@ def prepare(config: PipelineConfig) -> PipelineConfig:
     """Load the model, validate chunking against it, create or check the collection, and
     choose the embedding runtime for the run."""
     ready = prepare_stage.prepare(config, resources())
-    get_run_logger().info("collection %r ready (%s); embedding with %s", config.collection,
-                          config.store.describe(), ready.embed_runtime)
+    get_run_logger().info("collection %r ready (%s); embedding with %s (%s)", config.collection,
+                          config.store.describe(), ready.embed_runtime, ready.embed_choice)
     return ready
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 # Before anything imports Prefect: an isolated home, no telemetry, no user configuration.
 _PREFECT_HOME = tempfile.mkdtemp(prefix="ingest-tests-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
+# What processes keep for later ones (the OpenVINO conversion): the session's own, not the user's.
+_CACHE_DIR = tempfile.mkdtemp(prefix="ingest-tests-cache-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("PREFECT_PROFILES_PATH", None)
@@ -58,6 +60,7 @@ def pytest_generate_tests(metafunc):
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -71,12 +74,16 @@ def _clean_ingest_env(monkeypatch, store_backend):
     """No test sees the developer's INGEST_*/QDRANT_* settings; the backend is the run's.
     OCR is off unless a test turns it on: the OCR tests cover it, and elsewhere it would only
     re-render the graphics-only sample scan in every run (seconds of low-priority CPU that a
-    busy machine stretches to minutes)."""
+    busy machine stretches to minutes). Embedding is fp32, the reference, unless a test asks
+    for ``auto``: its choice depends on the CPU and on timings, which the precision tests
+    cover; elsewhere it would make what a test compares depend on the machine's load."""
     for name in list(os.environ):
         if name.startswith(("INGEST_", "QDRANT_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("INGEST_STORE", store_backend)
     monkeypatch.setenv("INGEST_OCR", "off")
+    monkeypatch.setenv("INGEST_EMBED_PRECISION", "fp32")
+    monkeypatch.setenv("INGEST_CACHE_DIR", _CACHE_DIR)
 
 
 @pytest.fixture(scope="session")

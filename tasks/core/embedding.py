@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import hashlib
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,8 @@ from tokenizers import Tokenizer
 
 from tasks.core.batching import plan_batches
 from tasks.core.errors import ModelError
-from tasks.core.openvino_runtime import OpenVinoTransformer, unsupported_reason
+from tasks.core.ids import runtime_label
+from tasks.core.openvino_runtime import OpenVinoTransformer, conversion_key, unsupported_reason
 from tasks.core.scheduling import ModelThread
 from tasks.core.settings import DEFAULT_MODEL
 
@@ -75,10 +75,6 @@ def load_tokenizer(name: str) -> Tokenizer:
 
 Precision = Literal["fp32", "bf16"]
 Backend = Literal["torch", "openvino"]
-# A fast path is used only when it beats fp32 by this much on this CPU (measured at start-up).
-BF16_MIN_SPEEDUP = 1.2
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -89,6 +85,8 @@ class LoadedModel:
     dimension: int
     max_tokens: int
     tokenizer: Tokenizer
+    #: What was loaded: the bundled folder of the default model, else the name or path given.
+    location: str
     #: Where every call runs: one at a time (torch already uses every core), on a thread of
     #: normal priority (see ``scheduling``).
     thread: ModelThread
@@ -113,7 +111,7 @@ class Embedder:
     def label(self) -> str:
         """How the vectors were made, as recorded in the fingerprint: ``fp32``, ``bf16``
         (torch autocast) or ``bf16-openvino``."""
-        return self.precision if self.backend == "torch" else f"{self.precision}-{self.backend}"
+        return runtime_label(self.precision, self.backend)
 
     @property
     def model(self):
@@ -174,8 +172,11 @@ class Embedder:
         return encode
 
 
-def make_embedder(name: str, loaded: LoadedModel, runtime: str) -> Embedder:
-    """The embedder for ``runtime`` (one of ``RUNTIMES``); OpenVINO compiles here (~1.5 s)."""
+def make_embedder(name: str, loaded: LoadedModel, runtime: str, *,
+                  cache_dir: Path | None = None) -> Embedder:
+    """The embedder for ``runtime`` (one of ``RUNTIMES``). OpenVINO converts the model here
+    (~2 s) and compiles it (~0.2 s); with ``cache_dir`` the conversion is kept there and later
+    processes only compile."""
     if runtime == "fp32":
         return Embedder(name=name, loaded=loaded)
     if runtime == "bf16":
@@ -186,9 +187,11 @@ def make_embedder(name: str, loaded: LoadedModel, runtime: str) -> Embedder:
             raise ModelError(f"bf16 on OpenVINO is not available for {name}: {reason}")
         import torch
 
+        key = conversion_key(loaded.location) if cache_dir is not None else None
         return Embedder(name=name, loaded=loaded, precision="bf16", backend="openvino",
-                        compiled=OpenVinoTransformer(loaded.model, "bf16",
-                                                     threads=torch.get_num_threads()))
+                        compiled=OpenVinoTransformer(
+                            loaded.model, "bf16", threads=torch.get_num_threads(),
+                            cache=cache_dir / "openvino" / key if key else None))
     raise ModelError(f"unknown embedding runtime {runtime!r} (expected one of {', '.join(RUNTIMES)})")
 
 
@@ -246,50 +249,4 @@ def load_model(name: str, thread: ModelThread) -> LoadedModel:
     specials = len(tokenizer.encode("", add_special_tokens=True).ids)
     return LoadedModel(model=model, dimension=int(model.get_embedding_dimension()),
                        max_tokens=int(model.max_seq_length) - specials, tokenizer=tokenizer,
-                       thread=thread)
-
-
-def select_runtime(name: str, loaded: LoadedModel, requested: Precision,
-                   build: Callable[[str], Embedder]) -> str:
-    """The runtime for a requested precision. ``fp32`` is the torch reference; for ``bf16``,
-    the fastest runtime that runs it clearly faster than fp32 on this CPU, else ``fp32``.
-
-    ``build`` makes (and may keep) the embedder of a runtime. Measured on a fixed batch (~1 s
-    per candidate): CPUs without native bf16 emulate it and run slower than fp32, and the
-    vectors must then stay fp32.
-    """
-    if requested == "fp32":
-        return "fp32"
-    candidates = ["bf16"]
-    reason = unsupported_reason(loaded.model)
-    if reason is None:
-        candidates.insert(0, "bf16-openvino")
-    else:
-        log.info("bf16 on OpenVINO is not available for %s: %s", name, reason)
-    baseline = _probe_seconds(build("fp32"))
-    chosen, best = "fp32", 1.0
-    for runtime in candidates:
-        try:
-            speedup = baseline / _probe_seconds(build(runtime))
-        except ModelError as exc:
-            log.warning("%s", exc)
-            continue
-        log.info("%s runs %.2fx fp32 on this CPU", runtime, speedup)
-        if speedup > best:
-            chosen, best = runtime, speedup
-    if best < BF16_MIN_SPEEDUP:
-        log.warning("no bf16 runtime beats fp32 by %.1fx on this CPU (best %.2fx): using fp32",
-                    BF16_MIN_SPEEDUP, best)
-        return "fp32"
-    log.info("embedding with %s (%.2fx fp32)", chosen, best)
-    return chosen
-
-
-def _probe_seconds(embedder: Embedder) -> float:
-    """Seconds to embed a fixed batch of 32 texts of ~120 tokens, after a warm-up."""
-    texts = [" ".join(f"word{i}{j}" for j in range(60)) for i in range(32)]
-    counts = [120] * len(texts)
-    embedder.embed(texts[:4], counts[:4], batch_size=4)
-    started = time.perf_counter()
-    embedder.embed(texts, counts, batch_size=16)
-    return time.perf_counter() - started
+                       location=location, thread=thread)

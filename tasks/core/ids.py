@@ -19,6 +19,11 @@ def point_id(source_uri: str, chunk_index: int) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, f"{source_uri}#{chunk_index}"))
 
 
+def runtime_label(precision: str, backend: str) -> str:
+    """How vectors were made, as one label: ``fp32``, ``bf16`` (torch), ``bf16-openvino``."""
+    return precision if backend == "torch" else f"{precision}-{backend}"
+
+
 def config_fingerprint(*, model: str, chunk_tokens: int, chunk_overlap: int,
                        precision: str = "fp32") -> str:
     """Short hash of everything besides the file's bytes that decides its points."""

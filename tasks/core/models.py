@@ -240,6 +240,8 @@ class RunSummary(BaseModel):
     sources: list[str] = Field(default_factory=list)
     #: How the run's vectors were computed: fp32, bf16 (torch autocast) or bf16-openvino.
     embed_runtime: str | None = None
+    #: Why that runtime: what INGEST_EMBED_PRECISION asked and what was measured or recorded.
+    embed_choice: str | None = None
     #: Names results give some files (URI → name), e.g. the names they were uploaded under.
     names: dict[str, str] = Field(default_factory=dict)
 
@@ -248,7 +250,7 @@ class RunSummary(BaseModel):
                       run_id: str | None = None, prune: PruneReport | None = None,
                       interrupted: bool = False, sources: list[str] | None = None,
                       seconds_by_stage: dict[str, float] | None = None,
-                      embed_runtime: str | None = None,
+                      embed_runtime: str | None = None, embed_choice: str | None = None,
                       names: dict[str, str] | None = None) -> RunSummary:
         """Aggregate per-file outcomes (sorted by source for stable output)."""
         ordered = sorted(outcomes, key=lambda o: o.source)
@@ -274,4 +276,4 @@ class RunSummary(BaseModel):
         )
         return cls(run_id=run_id, collection=collection, files=ordered, totals=totals, prune=prune,
                    interrupted=interrupted, sources=list(sources or []), embed_runtime=embed_runtime,
-                   names=dict(names or {}))
+                   embed_choice=embed_choice, names=dict(names or {}))

@@ -11,12 +11,21 @@ backend needs ``optimum-intel``, which cannot be installed beside transformers 5
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
+import logging
+import os
+import shutil
+import tempfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 from tasks.core.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 _HINTS = {"bf16": "bf16", "fp32": "f32"}
 TOKEN_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
@@ -52,7 +61,7 @@ class OpenVinoTransformer:
     caller holds the model's lock, as for torch.
     """
 
-    def __init__(self, model, precision: str, threads: int) -> None:
+    def __init__(self, model, precision: str, threads: int, cache: Path | None = None) -> None:
         reason = unsupported_reason(model)
         if reason:
             raise ModelError(f"cannot run the model in OpenVINO: {reason}")
@@ -67,13 +76,18 @@ class OpenVinoTransformer:
                             if isinstance(value, torch.Tensor) and name in accepted]
         if not set(self.input_names) <= TOKEN_INPUTS or "input_ids" not in self.input_names:
             raise ModelError(f"cannot run the model in OpenVINO: inputs {self.input_names}")
-        wrapper = _last_hidden_state_module(self.transformer.model).eval()
+        core = ov.Core()
         try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tracer warnings about shape-dependent branches
-                converted = ov.convert_model(
-                    wrapper, example_input={n: example[n] for n in self.input_names})
-            self.compiled = ov.Core().compile_model(converted, "CPU", {
+            converted = _cached(core, cache / "model.xml") if cache is not None else None
+            if converted is None:
+                wrapper = _last_hidden_state_module(self.transformer.model).eval()
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # tracer warnings about shape-dependent branches
+                    converted = ov.convert_model(
+                        wrapper, example_input={n: example[n] for n in self.input_names})
+                if cache is not None:
+                    _keep(converted, cache)
+            self.compiled = core.compile_model(converted, "CPU", {
                 "INFERENCE_PRECISION_HINT": _HINTS[precision],
                 "PERFORMANCE_HINT": "LATENCY",  # one request at a time, on every core
                 "INFERENCE_NUM_THREADS": threads,
@@ -110,3 +124,50 @@ def _last_hidden_state_module(model):
                               return_dict=True).last_hidden_state
 
     return LastHiddenState()
+
+
+def conversion_key(location: str) -> str | None:
+    """What identifies a conversion of the model at ``location`` (a folder): its files' names,
+    sizes and modification times, and the versions of everything that converts it. ``None``
+    when the model is not a local folder (nothing to key a cache on)."""
+    folder = Path(location)
+    if not folder.is_dir():
+        return None
+    import openvino
+    import torch
+    import transformers
+
+    files = sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                   for p in folder.rglob("*") if p.is_file())
+    spec = {"files": files, "folder": str(folder.resolve()), "openvino": openvino.__version__,
+            "torch": torch.__version__, "transformers": transformers.__version__, "format": 1}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _cached(core, xml: Path):
+    """A conversion kept by an earlier process, or ``None`` (missing or unreadable)."""
+    if not xml.is_file():
+        return None
+    try:
+        return core.read_model(str(xml))
+    except Exception as exc:  # a damaged cache entry is converted again, not fatal
+        log.warning("ignoring the cached OpenVINO model %s: %s", xml, exc)
+        return None
+
+
+def _keep(converted, folder: Path) -> None:
+    """Save a conversion for later processes (~2 s of tracing each): written aside, then renamed
+    into place, so concurrent processes never read half a file; failures only cost the cache."""
+    import openvino as ov
+
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".staging-"))
+        # As converted: save_model's default halves the weights to fp16, which moves the vectors.
+        ov.save_model(converted, str(staging / "model.xml"), compress_to_fp16=False)
+        try:
+            os.rename(staging, folder)
+        except OSError:  # another process got there first
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as exc:
+        log.warning("cannot keep the OpenVINO model in %s: %s", folder.parent, exc)

@@ -20,18 +20,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from tasks.core.chunking import Chunker
-from tasks.core.embedding import (
-    Embedder,
-    LoadedModel,
-    load_model,
-    make_embedder,
-    select_runtime,
-)
+from tasks.core.embedding import Embedder, LoadedModel, load_model, make_embedder
 from tasks.core.isolation import ParsePool, isolation_available
 from tasks.core.models import Document
+from tasks.core.precision import RuntimeChoice, choose_runtime
 from tasks.core.readers import read_pdf
 from tasks.core.scheduling import ModelThread
-from tasks.core.settings import PipelineConfig, StoreLocation
+from tasks.core.settings import IngestSettings, PipelineConfig, StoreLocation
 from tasks.core.sparse import Bm25Encoder
 from tasks.core.store import VectorStore, open_store
 
@@ -47,7 +42,7 @@ class Resources:
         self._lock = threading.RLock()
         self._models: dict[str, LoadedModel] = {}
         self._embedders: dict[tuple[str, str], Embedder] = {}
-        self._runtimes: dict[tuple[str, str], str] = {}
+        self._runtimes: dict[tuple[str, str], RuntimeChoice] = {}
         self._chunkers: dict[tuple, Chunker] = {}
         self._bm25: Bm25Encoder | None = None
         self._stores: dict[StoreLocation, VectorStore] = {}
@@ -75,18 +70,25 @@ class Resources:
             if embedder is None:
                 loaded = self.model(name)
                 # On the model thread too: OpenVINO starts its inference threads when it compiles.
+                cache_dir = IngestSettings().cache_dir
                 embedder = self._embedders[(name, runtime)] = self._model_thread.run(
-                    lambda: make_embedder(name, loaded, runtime))
+                    lambda: make_embedder(name, loaded, runtime, cache_dir=cache_dir))
             return embedder
 
-    def runtime_for(self, name: str, precision: str) -> str:
-        """The runtime this CPU runs ``precision`` fastest on (timed once per process)."""
+    def runtime_choice(self, name: str, precision: str) -> RuntimeChoice:
+        """The runtime ``INGEST_EMBED_PRECISION=precision`` selects on this CPU, and why
+        (measured once per process: ``precision.choose_runtime``)."""
         with self._lock:
-            runtime = self._runtimes.get((name, precision))
-            if runtime is None:
-                runtime = self._runtimes[(name, precision)] = select_runtime(
-                    name, self.model(name), precision, lambda r: self.embedder(name, r))
-            return runtime
+            choice = self._runtimes.get((name, precision))
+            if choice is None:
+                loaded = self.model(name)
+                choice = self._runtimes[(name, precision)] = choose_runtime(
+                    name, loaded.model, precision, lambda r: self.embedder(name, r))
+            return choice
+
+    def runtime_for(self, name: str, precision: str) -> str:
+        """The runtime of ``runtime_choice``."""
+        return self.runtime_choice(name, precision).runtime
 
     def embedder_for(self, config: PipelineConfig) -> Embedder:
         """The embedder a run uses: its chosen runtime, or this process's choice."""
@@ -194,8 +196,6 @@ def _server_api_key(location: StoreLocation) -> str | None:
     parameters or configs."""
     if location.kind != "qdrant-server":
         return None
-    from tasks.core.settings import IngestSettings
-
     secret = IngestSettings().qdrant_api_key
     return secret.get_secret_value() if secret else None
 

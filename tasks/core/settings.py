@@ -11,8 +11,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import (
     AliasChoices,
@@ -27,10 +28,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasks.core.ocr import OcrConfig
 
+if TYPE_CHECKING:
+    from tasks.core.precision import RuntimeChoice
+
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_COLLECTION = "documents"
 DEFAULT_CHUNK_TOKENS = 192
 DEFAULT_CHUNK_OVERLAP = 32
+#: INGEST_EMBED_PRECISION: how the runtime that embeds is chosen (``precision.choose_runtime``).
+EmbedPrecision = Literal["auto", "fp32", "bf16"]
 
 Sources = Annotated[list[str], Field(
     min_length=1, title="Sources",
@@ -103,10 +109,12 @@ class IngestSettings(BaseSettings):
     chunk_tokens: ChunkTokens = DEFAULT_CHUNK_TOKENS
     chunk_overlap: ChunkOverlap = DEFAULT_CHUNK_OVERLAP
     embed_batch_size: int = Field(16, ge=1, le=1024, description="Most texts per forward pass")
-    embed_precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="bf16: bfloat16 on OpenVINO (extra [fast]) or torch autocast, "
-                            "whichever this CPU runs fastest, if faster than fp32 (checked at "
-                            "start-up; otherwise fp32)")
+    embed_precision: EmbedPrecision = Field(
+        "auto", description="auto: the fastest runtime this CPU has (fp32; bf16 on OpenVINO or "
+                            "torch autocast) whose vectors pass the quality gate against fp32, "
+                            "timed at start-up; an existing collection keeps the runtime it was "
+                            "built with. fp32: the reference. bf16: the fastest bf16 runtime if "
+                            "faster than fp32")
     upsert_batch: int = Field(256, ge=1, le=10_000)
     max_file_mb: float = Field(100.0, gt=0)
     max_pages: int = Field(2000, ge=1)
@@ -153,6 +161,11 @@ class IngestSettings(BaseSettings):
     api_max_queued: int = Field(
         8, ge=1, le=256, description="Upload runs waiting for their turn; a request beyond "
                                      "them gets 503 with Retry-After")
+    cache_dir: Path = Field(
+        default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        / "knowledge-ingest",
+        description="What later processes reuse: the model converted for OpenVINO (~2 s per "
+                    "process saved)")
     prefect_start_timeout_s: float = Field(
         180.0, gt=0, description="How long an entry point waits for the Prefect API (its "
                                  "temporary server takes 7 s on a quiet machine, 20-40 s on a "
@@ -273,11 +286,13 @@ class PipelineConfig(BaseModel):
     chunk_tokens: int
     chunk_overlap: int
     embed_batch_size: int
-    embed_precision: Literal["fp32", "bf16"] = "fp32"
+    embed_precision: EmbedPrecision = "auto"
     #: The runtime chosen for ``embed_precision`` on the flow's machine (``fp32``, ``bf16``,
-    #: ``bf16-openvino``; see ``embedding.select_embedder``); set once per run by ``prepare``, so
+    #: ``bf16-openvino``; see ``precision.choose_runtime``); set once per run by ``prepare``, so
     #: every worker embeds, and fingerprints, with the same one.
     embed_runtime: str | None = None
+    #: Why ``prepare`` chose that runtime (one line, for the run's summary).
+    embed_choice: str | None = None
     upsert_batch: int
     max_file_bytes: int
     max_pages: int
@@ -315,9 +330,12 @@ class PipelineConfig(BaseModel):
             overwrite=params.overwrite,
         )
 
-    def with_runtime(self, runtime: str) -> PipelineConfig:
-        """This config with the embedding runtime ``prepare`` chose."""
-        return self.model_copy(update={"embed_runtime": runtime})
+    def with_runtime(self, choice: RuntimeChoice | str) -> PipelineConfig:
+        """This config with the embedding runtime ``prepare`` chose (a ``RuntimeChoice``, or a
+        runtime's name)."""
+        if isinstance(choice, str):
+            return self.model_copy(update={"embed_runtime": choice, "embed_choice": None})
+        return self.model_copy(update={"embed_runtime": choice.runtime, "embed_choice": choice.why})
 
     @property
     def fingerprint(self) -> str:

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tasks.core import embedding
+from tasks.core import embedding, precision
 from tasks.core.errors import ModelError
 from tasks.core.resources import Resources, resources
 from tasks.core.settings import DEFAULT_MODEL
@@ -112,7 +112,7 @@ def test_bf16_selects_the_fastest_runtime_or_falls_back_to_fp32(monkeypatch, emb
     fresh = Resources()  # its own choice, timed anew; the model is shared through monkeypatch
     monkeypatch.setattr(fresh, "model", owner.model)
     assert fresh.runtime_for(DEFAULT_MODEL, "bf16") in {"fp32", "bf16", "bf16-openvino"}
-    monkeypatch.setattr(embedding, "BF16_MIN_SPEEDUP", 1000.0)
+    monkeypatch.setattr(precision, "MIN_SPEEDUP", 1000.0)
     slow = Resources()
     monkeypatch.setattr(slow, "model", owner.model)
     assert slow.runtime_for(DEFAULT_MODEL, "bf16") == "fp32"

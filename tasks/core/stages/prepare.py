@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from tasks.core.precision import RuntimeChoice, unavailable_reason
 from tasks.core.resources import Resources
 from tasks.core.settings import PipelineConfig
 
@@ -22,10 +23,33 @@ def prepare(config: PipelineConfig, owner: Resources) -> PipelineConfig:
     store = owner.store(config.store)
     store.collection_dimension(config.collection)
     owner.chunker(config)  # refuses a chunk size the model cannot read whole
-    runtime = config.embed_runtime or owner.runtime_for(config.model, config.embed_precision)
-    embedder = owner.embedder(config.model, runtime)
+    choice = config_runtime(config, owner)
+    embedder = owner.embedder(config.model, choice.runtime)
     done = store.ensure_collection(config.collection, embedder.dimension, encode=owner.bm25().documents,
                                    recreate_on_mismatch=config.overwrite)
     if done:
         log.info("collection %r: %s", config.collection, done)
-    return config.with_runtime(runtime)
+    return config.with_runtime(choice)
+
+
+def config_runtime(config: PipelineConfig, owner: Resources) -> RuntimeChoice:
+    """The run's embedding runtime. ``INGEST_EMBED_PRECISION=auto`` keeps the runtime an
+    existing collection was built with — a changed default or a faster machine never re-embeds
+    a whole collection by itself — unless this process cannot run it or the run re-embeds
+    everything anyway (``overwrite``); an explicit ``fp32`` or ``bf16`` is a choice to switch:
+    files re-embed as their fingerprint changes."""
+    if config.embed_runtime is not None:
+        return RuntimeChoice(config.embed_runtime, config.embed_choice or "chosen by the caller")
+    if config.embed_precision == "auto" and not config.overwrite:
+        recorded = owner.store(config.store).recorded_runtime(config.collection)
+        if recorded is not None:
+            reason = unavailable_reason(recorded, owner.model(config.model).model)
+            if reason is None:
+                choice = RuntimeChoice(recorded, f"INGEST_EMBED_PRECISION=auto: collection "
+                                                 f"{config.collection!r} was built with it")
+                log.info("embedding with %s", choice)
+                return choice
+            log.warning("collection %r was built with %s, which this process cannot run (%s): "
+                        "choosing again; its files will be re-embedded", config.collection,
+                        recorded, reason)
+    return owner.runtime_choice(config.model, config.embed_precision)

@@ -15,12 +15,13 @@ import contextlib
 import functools
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tasks.core.errors import CollectionMismatchError, StoreError
-from tasks.core.ids import point_id
+from tasks.core.ids import point_id, runtime_label
 from tasks.core.payload import CHUNK_COUNT, COMPLETE, EXTENT, SIGNATURE, SOURCE, FileHead
 from tasks.core.settings import StoreLocation
 from tasks.core.sparse import Sparse, SparseEncode
@@ -261,6 +262,18 @@ class VectorStore(abc.ABC):
     def upsert_points(self, collection: str, points: Sequence[StoredPoint]) -> None:
         """Write points as they are (migration between backends)."""
         self._upsert(collection, points)
+
+    @operation
+    def recorded_runtime(self, collection: str, *, sample: int = 64) -> str | None:
+        """The embedding runtime the collection's vectors were made with (``fp32``, ``bf16``,
+        ``bf16-openvino``: the most common among its first ``sample`` points), ``None`` for a
+        missing or empty collection. Points from before runtimes were recorded count as fp32."""
+        if self._vectors_config(collection) is None:
+            return None
+        points, _ = self._scroll(collection, None, sample, ["embed_precision", "embed_backend"], False)
+        labels = Counter(runtime_label(p.payload.get("embed_precision") or "fp32",
+                                       p.payload.get("embed_backend") or "torch") for p in points)
+        return labels.most_common(1)[0][0] if labels else None
 
     @operation
     def collection_dimension(self, collection: str) -> int | None:

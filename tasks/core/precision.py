@@ -1,0 +1,175 @@
+"""Which runtime embeds: ``INGEST_EMBED_PRECISION`` (``auto``, ``fp32``, ``bf16``) turned into one
+of ``embedding.RUNTIMES`` on this CPU, by measuring.
+
+``auto`` (the default) times every runtime this process can run on a fixed probe of natural
+texts and keeps the fastest whose vectors pass the quality gate against fp32 — if it beats fp32
+by ``MIN_SPEEDUP``; otherwise fp32. ``bf16`` keeps the fastest bf16 runtime under the same speed
+rule (the user asked for it: no gate). ``fp32`` is the reference and is never timed.
+
+The gate (``MIN_COSINE``, ``MEAN_COSINE``): every probe vector's cosine to its fp32 vector must
+be at least 0.998, and their mean at least 0.9999. The minimum is the guard that matters: a
+runtime that is right on average but wrong on some inputs (an overflow, an operator a compiler
+gets wrong, a quantisation that flattens one kind of text) shows in the worst vector, not in the
+mean. 0.998 is just below the lowest cosine bf16 on OpenVINO reached over 8,500 real chunks
+(0.9986; mean 0.99998), where retrieval on ``make eval`` was unchanged; the mean bound is the
+order of magnitude both bf16 runtimes sit at (0.99998), ten times looser.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+import numpy as np
+
+from tasks.core.errors import ModelError
+from tasks.core.openvino_runtime import unsupported_reason
+from tasks.core.settings import EmbedPrecision
+
+#: A faster runtime replaces fp32 only when it beats it by this much: below it, the probe's
+#: timing noise on a busy machine decides, and CPUs that emulate bf16 run it slower.
+MIN_SPEEDUP = 1.2
+MIN_COSINE = 0.998
+MEAN_COSINE = 0.9999
+
+log = logging.getLogger(__name__)
+
+# Natural sentences of the kinds people index — prose, law, manuals, code, numbers; English,
+# French and German — joined into passages of ~100-150 tokens (what chunks are) and kept short
+# (what queries are). Fixed: every process probes with the same texts.
+_SENTENCES = (
+    "The committee approved the annual budget after a long debate about road maintenance.",
+    "Glacial lakes look turquoise because fine rock flour scatters the light that enters them.",
+    "Run `pip install --upgrade pip` before installing the package into a fresh environment.",
+    "Section 4(2) applies only where the employer has given written notice within 14 days.",
+    "Le conseil municipal a voté la rénovation de la bibliothèque pour l'année prochaine.",
+    "Die Arbeitszeit darf zehn Stunden werktäglich nur ausnahmsweise überschreiten.",
+    "def chunk(text: str, size: int = 192) -> list[str]: return [text[i:i + size] for i in range(0, len(text), size)]",
+    "Revenue grew 12.4% year over year to $3.81 billion, while operating costs fell by 2%.",
+    "Tom Sawyer whitewashed the fence and persuaded his friends to pay him for the privilege.",
+    "Replace the pump seals every 2,000 operating hours or whenever the pressure drops below 4 bar.",
+    "Les élèves doivent rendre leurs devoirs avant vendredi midi, sans exception.",
+    "Der Antrag ist schriftlich bei der zuständigen Behörde einzureichen.",
+    "The \\usepackage{booktabs} command loads rules for tables of publication quality.",
+    "Patients with a history of asthma should not take this medicine without advice.",
+    "In 1885 the first American edition of the novel appeared with 174 illustrations.",
+    "SELECT name, count(*) FROM orders GROUP BY name HAVING count(*) > 10 ORDER BY 2 DESC;",
+    "The recipe calls for two cups of flour, a pinch of salt and three eggs, beaten.",
+    "Error 503: the service is temporarily unavailable; retry after 30 seconds.",
+    "Jules Verne décrit une expédition vers le pôle Nord à bord du Forward.",
+    "Das Grundgesetz schützt die Würde des Menschen als obersten Wert der Verfassung.",
+    "Each soldier shall carry his rifle at the order, the butt resting on the ground.",
+    "The algorithm runs in O(n log n) time and uses O(n) additional memory.",
+    "Click Settings, then Privacy, and turn off location history for all devices.",
+    "Vectors are compared by cosine similarity; the nearest ones are returned first.",
+)
+_QUERIES = (
+    "why are glacial lakes turquoise?", "how often are the pump seals replaced?",
+    "rénovation de la bibliothèque", "Höchstarbeitszeit pro Tag", "booktabs table rules",
+    "error 503 retry", "revenue growth last year", "SQL group by having",
+)
+
+
+def probe_texts() -> list[str]:
+    """The fixed probe: 16 passages of six sentences each and 8 short queries."""
+    n = len(_SENTENCES)
+    passages = [" ".join(_SENTENCES[(start + k * 5) % n] for k in range(6)) for start in range(16)]
+    return passages + list(_QUERIES)
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """The runtime a process embeds with, and why."""
+
+    runtime: str
+    #: How ``INGEST_EMBED_PRECISION`` led to it, one line (logged; in the run's summary).
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.runtime} ({self.why})"
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One runtime measured on the probe against fp32."""
+
+    runtime: str
+    speedup: float
+    cosine_mean: float
+    cosine_min: float
+
+    @property
+    def passes_gate(self) -> bool:
+        return self.cosine_min >= MIN_COSINE and self.cosine_mean >= MEAN_COSINE
+
+    def describe(self) -> str:
+        return (f"{self.runtime} {self.speedup:.2f}x fp32, cosine to fp32 mean "
+                f"{self.cosine_mean:.6f} min {self.cosine_min:.6f}")
+
+
+def candidates(name: str, model) -> list[str]:
+    """The faster runtimes this process can try for ``model`` (fastest-expected first)."""
+    found = []
+    reason = unsupported_reason(model)
+    if reason is None:
+        found.append("bf16-openvino")
+    else:
+        log.info("bf16 on OpenVINO is not available for %s: %s", name, reason)
+    found.append("bf16")
+    return found
+
+
+def unavailable_reason(runtime: str, model) -> str | None:
+    """Why this process cannot run ``runtime`` for ``model``, or ``None``."""
+    if runtime in ("fp32", "bf16"):
+        return None
+    if runtime == "bf16-openvino":
+        return unsupported_reason(model)
+    return f"unknown runtime {runtime!r}"
+
+
+def choose_runtime(name: str, model, requested: EmbedPrecision, build: Callable[[str], object]) -> RuntimeChoice:
+    """The runtime for ``requested`` on this CPU (see the module's docstring).
+
+    ``build`` makes (and may keep) the embedder of a runtime. Each trial costs ~1 s.
+    """
+    if requested == "fp32":
+        return RuntimeChoice("fp32", "INGEST_EMBED_PRECISION=fp32")
+    texts = probe_texts()
+    reference_s, reference = _timed(build("fp32"), texts)
+    trials = []
+    for runtime in candidates(name, model):
+        try:
+            seconds, vectors = _timed(build(runtime), texts)
+        except ModelError as exc:
+            log.warning("%s", exc)
+            continue
+        cosines = (reference * vectors).sum(axis=1)
+        trial = Trial(runtime, reference_s / seconds, float(cosines.mean()), float(cosines.min()))
+        log.info("%s", trial.describe())
+        trials.append(trial)
+    eligible = [t for t in trials if t.speedup >= MIN_SPEEDUP and (requested == "bf16" or t.passes_gate)]
+    if not eligible:
+        best = max(trials, key=lambda t: t.speedup, default=None)
+        why = (f"INGEST_EMBED_PRECISION={requested}: no runtime passed "
+               + ("the speed rule and the quality gate" if requested == "auto" else "the speed rule")
+               + (f" (best: {best.describe()})" if best else ""))
+        log.warning("embedding with fp32: %s", why)
+        return RuntimeChoice("fp32", why)
+    chosen = max(eligible, key=lambda t: t.speedup)
+    choice = RuntimeChoice(chosen.runtime, f"INGEST_EMBED_PRECISION={requested}: {chosen.describe()}")
+    log.info("embedding with %s", choice)
+    return choice
+
+
+def _timed(embedder, texts: list[str]) -> tuple[float, np.ndarray]:
+    """The best of two timed passes over ``texts`` (after a warm-up), and the vectors."""
+    counts = [len(embedder.tokenizer.encode(t).ids) for t in texts]
+    embedder.embed(texts[:2], counts[:2], batch_size=2)
+    best, vectors = float("inf"), None
+    for _ in range(2):
+        started = time.perf_counter()
+        vectors = embedder.embed(texts, counts, batch_size=16)
+        best = min(best, time.perf_counter() - started)
+    return best, vectors

@@ -1,0 +1,94 @@
+"""INGEST_EMBED_PRECISION's choice of runtime, as a rule: timings and vectors are given, so the
+rule is tested on its own (the real runtimes: tests/integration/test_precision.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks.core import precision
+from tasks.core.precision import MEAN_COSINE, MIN_COSINE, choose_runtime, probe_texts
+
+
+class Runtime:
+    """What a runtime measured: seconds for the probe, and its vectors (fp32's, bent)."""
+
+    def __init__(self, seconds: float, bend: float = 0.0, bent_rows: int = 1) -> None:
+        self.seconds, self.bend, self.bent_rows = seconds, bend, bent_rows
+
+
+def reference_vectors() -> np.ndarray:
+    vectors = np.random.default_rng(7).normal(size=(len(probe_texts()), 8))
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def vectors_of(runtime: Runtime) -> np.ndarray:
+    """fp32's vectors with the first ``bent_rows`` turned so their cosine is 1 - bend."""
+    vectors = reference_vectors().copy()
+    for row in range(runtime.bent_rows):
+        v = vectors[row]
+        other = np.roll(v, 1) - v * (np.roll(v, 1) @ v)
+        other /= np.linalg.norm(other)
+        angle = np.arccos(1 - runtime.bend)
+        vectors[row] = np.cos(angle) * v + np.sin(angle) * other
+    return vectors
+
+
+@pytest.fixture()
+def measured(monkeypatch):
+    """``choose_runtime`` over the given runtimes; returns (choice, the runtimes built)."""
+    def choose(requested: str, runtimes: dict[str, Runtime]):
+        built = []
+        monkeypatch.setattr(precision, "candidates", lambda name, model: [r for r in runtimes if r != "fp32"])
+        monkeypatch.setattr(precision, "_timed", lambda embedder, texts: (embedder.seconds, vectors_of(embedder)))
+
+        def build(runtime):
+            built.append(runtime)
+            return runtimes[runtime]
+        return choose_runtime("model", None, requested, build), built
+    return choose
+
+
+def test_fp32_is_the_reference_and_never_timed(measured):
+    choice, built = measured("fp32", {"fp32": Runtime(1.0), "bf16": Runtime(0.1)})
+    assert choice.runtime == "fp32" and built == []
+    assert choice.why == "INGEST_EMBED_PRECISION=fp32"
+
+
+def test_auto_keeps_the_fastest_runtime_that_passes_the_gate(measured):
+    choice, _ = measured("auto", {"fp32": Runtime(1.0), "bf16-openvino": Runtime(0.5, bend=1e-5),
+                                  "bf16": Runtime(0.7, bend=1e-5)})
+    assert choice.runtime == "bf16-openvino"
+    assert "2.00x fp32" in choice.why and "min 0.99999" in choice.why
+
+
+def test_auto_refuses_a_faster_runtime_whose_worst_vector_fails_the_gate(measured):
+    # One vector in 24 bent below the minimum: the mean still passes, the minimum does not.
+    bent = Runtime(0.3, bend=(1 - MIN_COSINE) * 2)
+    cosines = (reference_vectors() * vectors_of(bent)).sum(axis=1)
+    assert cosines.mean() >= MEAN_COSINE - 1e-3 and cosines.min() < MIN_COSINE
+    choice, _ = measured("auto", {"fp32": Runtime(1.0), "bf16-openvino": bent,
+                                  "bf16": Runtime(0.6, bend=1e-6)})
+    assert choice.runtime == "bf16"
+    # Asked for bf16 by name, the user gets the fastest: the gate is auto's.
+    assert measured("bf16", {"fp32": Runtime(1.0), "bf16-openvino": bent,
+                             "bf16": Runtime(0.6, bend=1e-6)})[0].runtime == "bf16-openvino"
+
+
+def test_auto_refuses_a_runtime_whose_mean_fails_the_gate(measured):
+    drifting = Runtime(0.3, bend=5e-4, bent_rows=len(probe_texts()))  # every vector at 0.9995
+    choice, _ = measured("auto", {"fp32": Runtime(1.0), "bf16": drifting})
+    assert choice.runtime == "fp32" and "quality gate" in choice.why
+
+
+def test_nothing_clearly_faster_means_fp32(measured):
+    choice, _ = measured("auto", {"fp32": Runtime(1.0), "bf16-openvino": Runtime(0.9),
+                                  "bf16": Runtime(1.4)})
+    assert choice.runtime == "fp32"
+    assert "best: bf16-openvino 1.11x fp32" in choice.why
+
+
+def test_the_probe_is_fixed_and_mixes_passages_and_queries():
+    texts = probe_texts()
+    assert texts == probe_texts() and len(texts) == 24
+    assert sum(len(t) > 300 for t in texts) == 16 and sum(len(t) < 60 for t in texts) == 8
