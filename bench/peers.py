@@ -52,16 +52,18 @@ def peer_missing() -> str | None:
 
 
 def pick(folder: Path, files: int, small: int) -> tuple[list[Path], list[Path]]:
-    """The bulk batch and the small batch: files spread evenly over the folder's sorted list
-    (so both mix languages, PDFs and text files), no file in both."""
+    """The bulk batch and the small batch, no file in both. Bulk: files spread evenly over the
+    folder's sorted list (languages, PDFs and text files mixed). Small: the smallest of the
+    others, two of them PDFs — a batch where the fixed cost of a run shows."""
     every = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".pdf", ".txt"))
     if files + small > len(every):
         raise SystemExit(f"{folder} has {len(every)} documents; asked for {files} + {small}")
     step = len(every) / files
     bulk = [every[int(i * step)] for i in range(files)]
-    rest = [p for p in every if p not in bulk]
-    step = len(rest) / small
-    return bulk, [rest[int(i * step)] for i in range(small)]
+    rest = sorted((p for p in every if p not in bulk), key=lambda p: p.stat().st_size)
+    pdfs = [p for p in rest if p.suffix.lower() == ".pdf"][:min(2, small)]
+    others = [p for p in rest if p not in pdfs][:small - len(pdfs)]
+    return bulk, sorted(pdfs + others)
 
 
 def stage(paths: list[Path], into: Path) -> Path:

@@ -1,16 +1,16 @@
 """The ingest flow: list the sources, map ``read → chunk → embed → store`` over groups of
 files, prune, report.
 
-Files travel in groups of ``INGEST_FILES_PER_TASK``: Prefect records every task run on its
-server (~20–35 ms each), so a chain per file would cost more than the work on large batches,
-while each group's chunks embedded together waste less of the model on padding. Every file
-still gets its own outcome.
+Files travel in groups of ``INGEST_FILES_PER_TASK`` files and at most ``INGEST_GROUP_MB`` of
+them: Prefect records every task run on its server (~20–35 ms each), so a chain per file would
+cost more than the work on large batches, while each group's chunks embedded together waste
+less of the model on padding; the byte bound keeps what a group holds in memory bounded. Every
+file still gets its own outcome.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -49,7 +49,7 @@ from tasks.core.settings import (
     validation_message,
 )
 from tasks.core.sources import discover_files
-from tasks.core.stages.group import GroupResult
+from tasks.core.stages.group import GroupResult, group_files
 from tasks.core.store import exclusive_run
 
 #: The stages a group of files goes through, each its own task run.
@@ -222,7 +222,8 @@ def _run_groups(params: IngestParams, settings: IngestSettings, config: Pipeline
     interrupted = False
     try:
         files = discover_files(params.sources, params.include)
-        while group := list(itertools.islice(files, settings.files_per_task)):
+        for group in group_files(files, max_files=settings.files_per_task,
+                                 max_bytes=settings.group_bytes):
             if listed is not None:
                 listed.update(file.uri for file in group)
             pending.append((group, submit(group)))

@@ -153,7 +153,7 @@ class Embedder:
                 started = time.perf_counter()
                 for batch in plan_batches(token_counts, max_batch=batch_size):
                     vectors[batch] = encode([texts[i] for i in batch])
-                release_freed_memory()
+                    release_freed_memory()
                 return time.perf_counter() - started
 
         seconds = self.loaded.thread.run(work)
@@ -208,10 +208,13 @@ def _malloc_trim():
 def release_freed_memory() -> None:
     """Give the heap's free pages back to the OS (glibc only; elsewhere a no-op).
 
-    The model's activations are large, short-lived and of ever-changing shapes; glibc keeps
-    the freed blocks in heaps that long-lived objects fragment, so without this a process's
-    resident memory grew by ~550 MB over a 300-file run (all of it free, released by a trim).
-    Called once per embedding call: its cost is a few page faults on the next call.
+    The model's activations are large, short-lived and of ever-changing shapes (batches are
+    planned shortest first, so each is a little longer than the last): glibc cannot reuse the
+    freed blocks for the next, larger ones and keeps them. Trimmed once per call, a call of
+    3,174 real chunks in fp32 peaked at 1.73 GB resident (from 0.53 GB before it; 1.31 GB on
+    OpenVINO); trimmed after every batch, 0.76 GB (0.88 GB). Called after every batch: a call
+    costs ~1.6 ms against ~500 ms for a full batch, and the batch after it is no slower
+    (measured 522 vs 525 ms).
     """
     trim = _malloc_trim()
     if trim is not None:

@@ -138,6 +138,9 @@ class IngestSettings(BaseSettings):
                                                             "page before giving up on it")
     workers: int = Field(3, ge=1, le=64, description="Threads running file groups")
     files_per_task: int = Field(24, ge=1, le=1000, description="Files per Prefect task run (embedded together)")
+    group_mb: float = Field(16.0, gt=0, description="Listed megabytes of files per task run at "
+                                                    "most (a larger file goes alone): what a "
+                                                    "group holds in memory grows with it")
     retries: int = Field(3, ge=0, le=20)
     retry_backoff_s: float = Field(2.0, ge=0)
     dask_address: str | None = Field(
@@ -170,6 +173,11 @@ class IngestSettings(BaseSettings):
         180.0, gt=0, description="How long an entry point waits for the Prefect API (its "
                                  "temporary server takes 7 s on a quiet machine, 20-40 s on a "
                                  "busy one)")
+
+    @property
+    def group_bytes(self) -> int:
+        """``group_mb`` in bytes."""
+        return int(self.group_mb * 1024 * 1024)
 
     @property
     def api_max_request_bytes(self) -> int:

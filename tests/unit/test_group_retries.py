@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from tasks.core.errors import SourceUnavailableError, StoreUnavailableError
@@ -72,3 +74,25 @@ def test_a_failed_head_lookup_retries_the_whole_read_then_gives_up(tmp_path):
     assert {(s.outcome.status, s.outcome.reason) for s in group.settled} == {
         (Status.FAILED, Reason.STORE_UNAVAILABLE)}
     assert all(isinstance(s, Settled) for s in group.settled)
+
+
+def test_groups_are_bounded_in_files_and_in_bytes():
+    from tasks.core.models import SourceFile
+    from tasks.core.stages.group import group_files
+
+    def listing(*sizes):
+        return (SourceFile(uri=f"file:///f{i}", protocol="file", path=f"/f{i}", name=f"f{i}",
+                           size=size) for i, size in enumerate(sizes))
+
+    def cut(*sizes, max_files=3, max_bytes=100):
+        return [[f.size for f in g] for g in group_files(listing(*sizes), max_files=max_files,
+                                                          max_bytes=max_bytes)]
+
+    assert cut(10, 10, 10, 10, 10) == [[10, 10, 10], [10, 10]]          # by count
+    assert cut(60, 30, 20, 5) == [[60, 30], [20, 5]]                     # by bytes
+    assert cut(10, 250, 10) == [[10], [250], [10]]                       # a large file goes alone
+    assert cut(None, None, None, None) == [[None, None, None], [None]]   # unknown sizes count 0
+    assert cut() == []
+    endless = (SourceFile(uri=f"file:///{i}", protocol="file", path=f"/{i}", name=str(i), size=1)
+               for i in itertools.count())
+    assert [f.name for f in next(group_files(endless, max_files=2, max_bytes=100))] == ["0", "1"]

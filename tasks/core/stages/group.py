@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from tasks.core.errors import FileRejected, TransientError
-from tasks.core.models import FileOutcome, Reason
+from tasks.core.models import FileOutcome, Reason, SourceFile
 from tasks.core.sources import display_name
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 U = TypeVar("U")
+F = TypeVar("F", bound="SourceFile")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,31 @@ class GroupResult:
 
     outcomes: tuple[FileOutcome, ...]
     seconds: dict[str, float]
+
+
+def group_files(files: Iterable[F], *, max_files: int, max_bytes: int) -> Iterator[list[F]]:
+    """Cut a listing into groups of at most ``max_files`` files and ``max_bytes`` of listed size
+    (a file larger than that alone; a file of unknown size counts as 0), in listing order and
+    as it streams.
+
+    What a group holds between stages — its documents' text, chunks and vectors — grows with
+    its files' sizes, not their number: the byte bound keeps a group of 24 books from holding
+    what a group of 24 memos does several hundred times over.
+    """
+    group: list[F] = []
+    size = 0
+    for file in files:
+        file_size = file.size or 0
+        if group and size + file_size > max_bytes:
+            yield group
+            group, size = [], 0
+        group.append(file)
+        size += file_size
+        if len(group) >= max_files:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
 
 
 def group_label(verb: str, names: list[str], *, shown: int = 2) -> str:
