@@ -19,7 +19,9 @@ per-round ratios with their spread (> 1: this pipeline is faster). The chunkers 
 same chunks, so *tokens embedded per second* stands beside the wall time: every token the model
 read, special tokens included, inputs cut at the model's 256 as the model cuts them
 (LlamaIndex embeds each node with its metadata, ``file_path: …`` and the like, prepended).
-Peak RSS is the largest process of a run's tree (``wait4``). The last line is JSON.
+Peak RSS is the largest process of a run's tree (``wait4``); at the end, the default runs once
+more on ``--rss-copies`` copies of the bulk batch (10: ~7 minutes) for the peak RSS at 10x the
+files. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -166,6 +168,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--files", type=int, default=11, help="Documents in the bulk batch")
     parser.add_argument("--small-files", type=int, default=5, help="Documents in the small batch")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rss-copies", type=int, default=10,
+                        help="Peak RSS of the default on the bulk batch copied this many times "
+                             "against the bulk batch once (0: skip)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -230,6 +235,20 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"{batch}: {side} vs {PEER}: wall {spread(wall)}, tokens/s {spread(rate)}")
                 report[f"{batch}_{side}_vs_peer_wall"] = round(statistics.median(wall), 3)
                 report[f"{batch}_{side}_vs_peer_tokens_per_s"] = round(statistics.median(rate), 3)
+        if args.rss_copies > 1:
+            copies = work / "copies"
+            copies.mkdir()
+            for i in range(args.rss_copies):
+                for path in bulk_files:
+                    shutil.copy2(path, copies / f"copy{i}-{path.name}")
+            many = ours(copies, work, "auto", env)
+            once = max(r["rss_mb"] for r in runs["bulk"]["default"])
+            print(f"peak RSS, default: {once:.0f} MB on {len(bulk_files)} documents, "
+                  f"{many['rss_mb']:.0f} MB on {args.rss_copies}x as many "
+                  f"({many['chunks']} chunks, {many['wall_s']:.0f} s): {many['rss_mb'] / once:.2f}x")
+            report["rss_copies"] = args.rss_copies
+            report["copies_peak_rss_mb"] = round(many["rss_mb"])
+            report["rss_ratio_copies"] = round(many["rss_mb"] / once, 3)
         print(json.dumps(report))
         return report
     finally:

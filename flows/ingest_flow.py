@@ -11,6 +11,7 @@ file still gets its own outcome.
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -216,6 +217,14 @@ def _run_groups(params: IngestParams, settings: IngestSettings, config: Pipeline
         for stage, seconds in result.seconds.items():
             stage_seconds[stage] = stage_seconds.get(stage, 0.0) + seconds
         progress.update(done=len(result.outcomes))
+        # Prefect's futures sit in reference cycles (the concurrent future and its Prefect
+        # wrapper refer to each other), and each holds its task's final state, result
+        # included: a finished group's documents, chunks and vectors are freed only by a full
+        # cycle collection, which Python runs rarely. Without this, a 110-file run of real
+        # documents held every group's records to its end (+470 MB resident); one collection
+        # per group costs ~0.1 s against tens of seconds of work.
+        del future
+        gc.collect()
 
     # Prune needs every listed URI; only then is the (growing) set kept.
     listed: set[str] | None = set() if params.prune else None

@@ -26,6 +26,7 @@ def test_run_json_then_search(ingest_env):
     assert report["collection"] == "cli" and report["totals"]["files"] == 6
     assert set(report["totals"]["seconds_by_stage"]) >= {"prepare", "read", "chunk", "embed", "store"}
     assert report["embed_runtime"] == "fp32" and report["totals"]["chunks_embedded"] > 0
+    assert report["embed_choice"] == "INGEST_EMBED_PRECISION=fp32"
     row = next(f for f in report["files"] if f["source"].endswith("/alpine-lakes.pdf"))
     assert list(row) == ["file", "status", "reason", "pages", "ocr_pages", "chunks", "seconds", "detail", "source"]
     assert row["file"] == "alpine-lakes.pdf"

@@ -61,6 +61,7 @@ def test_mixed_batch_outcomes_artifacts_and_search(ingest_env):
     totals = Artifact.get(f"{artifact_key('mixed')}-totals")
     assert "| 13 | 6 | 0 | 0 | 3 | 4 | 0 |" in totals.data and "encrypted" in totals.data
     assert "## Seconds by stage" in totals.data
+    assert "Embedding runtime: `fp32` — INGEST_EMBED_PRECISION=fp32." in totals.data
     assert set(t.seconds_by_stage) >= {"prepare", "read", "chunk", "embed", "store"}
     assert all(seconds >= 0 for seconds in t.seconds_by_stage.values())
 
