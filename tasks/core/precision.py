@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
 import numpy as np
 
 from tasks.core.errors import ModelError
@@ -111,12 +112,12 @@ class Trial:
 def candidates(name: str, model) -> list[str]:
     """The faster runtimes this process can try for ``model`` (fastest-expected first)."""
     found = []
-    reason = unsupported_reason(model)
-    if reason is None:
-        found.append("bf16-openvino")
-    else:
-        log.info("bf16 on OpenVINO is not available for %s: %s", name, reason)
-    found.append("bf16")
+    for runtime in ("bf16-openvino", "bf16"):
+        reason = unavailable_reason(runtime, model)
+        if reason is None:
+            found.append(runtime)
+        else:
+            log.info("%s is not available for %s: %s", runtime, name, reason)
     return found
 
 

@@ -56,7 +56,7 @@ def test_auto_chooses_a_measured_runtime_whose_vectors_pass_the_gate(monkeypatch
 
 
 @pytest.mark.store
-def test_an_existing_collection_keeps_the_runtime_it_was_built_with(tmp_path, monkeypatch, folder, caplog):
+def test_an_existing_collection_keeps_the_runtime_it_was_built_with(tmp_path, monkeypatch, folder):
     # Built with bf16 (torch autocast) on purpose...
     monkeypatch.setattr(precision, "MIN_SPEEDUP", 0.0)  # bf16 is taken even where it is slow
     monkeypatch.setattr(precision, "candidates", lambda name, model: ["bf16"])
