@@ -44,7 +44,7 @@ clean:
 	rm -rf .ingest
 
 # Benchmarks (bench/): `make bench FILES=50 REPEAT=1 RSS_FILES=0` for a quick check.
-.PHONY: bench bench-peers bench-rerun bench-store bench-dask eval bench-search bench-ocr
+.PHONY: bench bench-peers bench-int8 bench-rerun bench-store bench-dask eval bench-search bench-ocr
 # Retrieval quality on 32 real documents, 121 questions: dense, sparse and hybrid side by side.
 eval: install-test
 	$(BIN)/python -m bench.eval $(EVAL_ARGS)
@@ -69,6 +69,11 @@ bench-peers: install-test $(VENV)/.installed-peers
 $(VENV)/.installed-peers: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[peers]'
 	touch $@
+
+# The int8 trial (issue #18): NNCF is a bench-only tool, not a dependency of the project.
+bench-int8: install-test
+	$(BIN)/pip install -q nncf==3.4.0
+	$(BIN)/python -m bench.int8 $(INT8_ARGS)
 
 bench-rerun: install-test
 	$(BIN)/python -m bench.rerun --files $(or $(FILES),500)

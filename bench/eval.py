@@ -168,12 +168,11 @@ def main() -> None:
                         help="keep the embedded store here; a collection 'eval' already in it is reused")
     args = parser.parse_args()
 
+    import os
     import shutil
     import tempfile
 
     from bench.corpus import isolated_run_environment
-
-    import os
 
     workdir = isolated_run_environment("bench-eval-")
     if args.store_path:

@@ -137,9 +137,8 @@ def run_pipeline_only(files: int) -> None:
     from bench.corpus import cached_corpus, isolated_run_environment
 
     isolated_run_environment("bench-pipeline-")
-    from flows.ingest_flow import ingest_documents
-
     from apps.prefect_api import prefect_api_ready
+    from flows.ingest_flow import ingest_documents
 
     corpus = cached_corpus(files)
     started = time.perf_counter()
