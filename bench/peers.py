@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rss-copies", type=int, default=10,
                         help="Peak RSS of the default on the bulk batch copied this many times "
-                             "against the bulk batch once (0: skip)")
+                             "against the bulk batch once (0 or 1: skip)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
