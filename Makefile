@@ -44,10 +44,17 @@ clean:
 	rm -rf .ingest
 
 # Benchmarks (bench/): `make bench FILES=50 REPEAT=1 RSS_FILES=0` for a quick check.
-.PHONY: bench bench-peers bench-int8 bench-rerun bench-store bench-dask eval bench-search bench-ocr
+.PHONY: bench bench-peers bench-int8 bench-rerun bench-store bench-dask eval eval-variants bench-search bench-ocr
 # Retrieval quality on 32 real documents, 121 questions: dense, sparse and hybrid side by side.
 eval: install-test
 	$(BIN)/python -m bench.eval $(EVAL_ARGS)
+
+# Retrieval variants (candidate depth, fusion weights, ranking by file, titles) on make eval's
+# collection, built once and kept in $(EVAL_STORE).
+EVAL_STORE ?= bench/.eval-store
+eval-variants: install-test
+	$(BIN)/python -m bench.eval --store-path $(EVAL_STORE)
+	$(BIN)/python -m bench.eval_variants --store-path $(EVAL_STORE) --titles
 
 # GET /search latency on a collection of $(CHUNKS) chunks (20,000 by default), warm process.
 bench-search: install-test

@@ -17,11 +17,27 @@ pytestmark = [pytest.mark.flow, pytest.mark.once]
      {"pipeline_vs_raw", "vs_seed", "backlog_s", "plain_vs_limit", "fast_vs_fp32_pipeline", "rss_ratio_10x",
       "backlog_s_at_rss_files", "bf16_cosine_min", "bm25_share_of_pipeline"}),
     (["bench.store", "--points", "300"], {"edge_open_s", "local_open_s", "edge_search_median_ms"}),
-    (["bench.eval", "--smoke"], {"dense", "sparse", "hybrid", "questions", "by_language"}),
 ])
 def test_harness_prints_its_table_and_a_json_last_line(cli_env, args, keys):
-    run = subprocess.run([sys.executable, "-m", *args], env=cli_env, capture_output=True, text=True,
-                         timeout=300)
+    assert keys <= set(_run_harness(cli_env, args))
+
+
+def test_eval_and_its_variants_on_the_smoke_set(cli_env, tmp_path):
+    """``bench.eval`` builds its collection in a kept store; ``bench.eval_variants`` reads it
+    back and reproduces the product's hybrid search in memory (its first row)."""
+    store = str(tmp_path / "eval-store")
+    report = _run_harness(cli_env, ["bench.eval", "--smoke", "--store-path", store])
+    assert {"dense", "sparse", "hybrid", "questions", "by_language"} <= set(report)
+    variants = _run_harness(cli_env, ["bench.eval_variants", "--smoke", "--titles", "--store-path", store])
+    product = variants["product: depth 40, weights 0.999:1"]
+    assert {"title embedded", "by file: +0.1 x same-file scores in top 10"} <= set(variants)
+    for metric in ("recall@1", "recall@5", "recall@10", "file+page@5", "mrr"):
+        assert product[metric] == report["hybrid"][metric], metric
+
+
+def _run_harness(env: dict, args: list[str]) -> dict:
+    """Run ``python -m <args>``; its JSON last line."""
+    run = subprocess.run([sys.executable, "-m", *args], env=env, capture_output=True, text=True,
+                         timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(run.stdout.strip().splitlines()[-1])
-    assert keys <= set(report)
+    return json.loads(run.stdout.strip().splitlines()[-1])

@@ -1,0 +1,203 @@
+"""Retrieval variants measured on ``make eval``'s collection without re-ingesting it: how deep
+each side's candidate list goes, the fusion weights, ranking by file, and a document's title
+embedded or indexed with each chunk.
+
+    python -m bench.eval --store-path DIR          (builds the collection 'eval' in DIR once)
+    python -m bench.eval_variants --store-path DIR [--titles]
+    make eval-variants                             (both, with --titles, in bench/.eval-store)
+
+The collection's points (dense vectors, BM25 vectors, payload) are read into memory and each
+variant is searched there: exact cosine for the dense side, BM25 scored as the store scores it
+(the stored term weights × the IDF the store applies, ``ln(1 + (N − n + 0.5) / (n + 0.5))``),
+and reciprocal rank fusion as ``store/base.py`` asks the engine for it. The first row, the
+product's configuration, must equal ``make eval``'s hybrid row: that checks the reproduction.
+``--titles`` re-embeds every chunk with its document's title in front (on the runtime the
+collection was built with; minutes) and indexes the title in its BM25 vector too.
+
+Metrics are ``bench.eval``'s (``evaluate``), so each row reads like its table. Measured in
+December 2026 (fp32 collection): none of the variants is better on every metric than the
+product's — see the README's *Search* section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.eval import DOCS, QUESTIONS, SMOKE_FILES, evaluate, load_questions
+
+COLLECTION = "eval"
+METRICS = ("recall@1", "recall@5", "recall@10", "file+page@5", "mrr")
+
+
+@dataclass
+class Corpus:
+    """The collection in memory: unit dense vectors, BM25 postings, payloads."""
+
+    dense: np.ndarray
+    payloads: list[dict]
+    postings: dict[int, list[tuple[int, float]]]
+    idf: dict[int, float]
+
+    @classmethod
+    def build(cls, dense: np.ndarray, sparse: list, payloads: list[dict]) -> Corpus:
+        postings: dict[int, list[tuple[int, float]]] = defaultdict(list)
+        for row, vector in enumerate(sparse):
+            for term, value in zip(vector.indices, vector.values):
+                postings[term].append((row, value))
+        n = len(payloads)
+        idf = {t: math.log(1 + (n - len(p) + 0.5) / (len(p) + 0.5)) for t, p in postings.items()}
+        return cls(dense / np.linalg.norm(dense, axis=1, keepdims=True), payloads, postings, idf)
+
+    def dense_ranks(self, query: np.ndarray, depth: int) -> list[int]:
+        return list(np.argsort(-(self.dense @ query))[:depth])
+
+    def sparse_ranks(self, query, depth: int) -> list[int]:
+        scores: dict[int, float] = defaultdict(float)
+        for term, weight in zip(query.indices, query.values):
+            idf = self.idf.get(term, 0.0)
+            for row, value in self.postings.get(term, ()):
+                scores[row] += weight * value * idf
+        return sorted(scores, key=lambda row: -scores[row])[:depth]
+
+
+def rrf(lists: list[list[int]], weights: tuple[float, ...], k: int = 60) -> dict[int, float]:
+    """Reciprocal rank fusion as Qdrant weighs it: Σ 1 / (k − 1 + rank / weight)."""
+    scores: dict[int, float] = defaultdict(float)
+    for ranked, weight in zip(lists, weights):
+        for rank, row in enumerate(ranked, start=1):
+            scores[row] += 1.0 / (k - 1 + rank / weight)
+    return scores
+
+
+def by_file(scores: dict[int, float], payloads: list[dict], share: float, top: int) -> list[int]:
+    """Each chunk's fused score plus ``share`` × the scores of its file's other chunks among
+    the ``top`` (evidence pooled per document)."""
+    best = sorted(scores, key=lambda row: -scores[row])[:top]
+    pooled: dict[str, float] = defaultdict(float)
+    for row in best:
+        pooled[payloads[row]["file_name"]] += scores[row]
+    final = {row: scores[row] + share * (pooled[payloads[row]["file_name"]] - scores[row])
+             for row in best}
+    return sorted(final, key=lambda row: -final[row])
+
+
+def title_of(path: Path) -> str:
+    """A document's title as a simple extractor would take it: a PDF's /Title metadata (unless
+    it is a file name) or its first line of text; a text file's ``Title:`` line or first line."""
+    if path.suffix.lower() == ".pdf":
+        import pypdf
+
+        reader = pypdf.PdfReader(path)
+        title = str((reader.metadata or {}).get("/Title") or "").strip()
+        if title and not re.search(r"\.(dvi|tex|pdf|doc)$", title, re.I):
+            return title
+        lines = (line.strip() for page in reader.pages[:3] for line in (page.extract_text() or "").splitlines())
+    else:
+        text = path.read_text(encoding="utf-8", errors="replace")[:4000]
+        if match := re.search(r"^Title:\s*(.+)$", text, re.M):
+            return match.group(1).strip()
+        lines = (" ".join(line.split()) for line in text.splitlines())
+    return next((line for line in lines if len(line) > 3), "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store-path", type=Path, required=True,
+                        help="the embedded store where 'python -m bench.eval --store-path' built 'eval'")
+    parser.add_argument("--smoke", action="store_true",
+                        help="only the questions of bench.eval --smoke's four documents (CI)")
+    parser.add_argument("--titles", action="store_true",
+                        help="also re-embed every chunk with its document's title in front (minutes)")
+    args = parser.parse_args()
+
+    import os
+
+    os.environ["INGEST_QDRANT_PATH"] = str(args.store_path)
+    from tasks.core.ids import runtime_label
+    from tasks.core.payload import Hit
+    from tasks.core.resources import resources
+    from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
+    from tasks.core.sparse import Bm25Encoder
+
+    config = PipelineConfig.build(IngestSettings(), IngestParams(sources=["."], collection=COLLECTION))
+    owner = resources()
+    store = owner.store(config.store)
+    points = [p for p in store.iter_points(COLLECTION, with_vectors=True) if p.payload.get("text")]
+    if not points:
+        raise SystemExit(f"no collection {COLLECTION!r} in {args.store_path}: run "
+                         "'python -m bench.eval --store-path DIR' first")
+    payloads = [p.payload for p in points]
+    corpus = Corpus.build(np.array([p.vector for p in points], dtype=np.float32),
+                          [p.sparse for p in points], payloads)
+    questions = load_questions(QUESTIONS, set(SMOKE_FILES) if args.smoke else None)
+    query_embedder, bm25 = owner.embedder(config.model), Bm25Encoder()
+    queries = {q.text: (query_embedder.embed([q.text], [len(q.text)], batch_size=1)[0], bm25.query(q.text))
+               for q in questions}
+
+    def searcher(corpus: Corpus, rank: Callable[[Corpus, str], list[int]]):
+        def ask(text: str, mode: str, k: int) -> list:
+            return [Hit.from_payload(0.0, corpus.payloads[row]) for row in rank(corpus, text)[:k]]
+        return ask
+
+    def fused(depth: int, weights: tuple[float, float], share: float = 0.0, top: int = 0):
+        def rank(corpus: Corpus, text: str) -> list[int]:
+            dense, sparse = queries[text]
+            scores = rrf([corpus.dense_ranks(dense, depth), corpus.sparse_ranks(sparse, depth)], weights)
+            if share:
+                return by_file(scores, corpus.payloads, share, top)
+            return sorted(scores, key=lambda row: -scores[row])
+        return rank
+
+    variants: dict[str, tuple[Corpus, Callable]] = {
+        "product: depth 40, weights 0.999:1": (corpus, fused(40, (0.999, 1.0))),
+    }
+    for depth in (20, 40, 100):
+        for weight in (0.5, 0.75, 1.5):
+            variants[f"depth {depth}, dense weight {weight}"] = (corpus, fused(depth, (weight, 1.0)))
+        if depth != 40:
+            variants[f"depth {depth}, weights 0.999:1"] = (corpus, fused(depth, (0.999, 1.0)))
+    for share in (0.1, 0.5):
+        for top in (10, 40):
+            variants[f"by file: +{share} x same-file scores in top {top}"] = (
+                corpus, fused(40, (0.999, 1.0), share, top))
+    if args.titles:
+        titles = {path.name: title_of(path) for path in DOCS.iterdir()}
+        texts = [f"{titles.get(p['file_name'], '')}\n\n{p['text']}" for p in payloads]
+        # the runtime the collection was built with (recorded on every point)
+        chunk_embedder = owner.embedder(config.model, runtime_label(
+            payloads[0].get("embed_precision", "fp32"), payloads[0].get("embed_backend", "torch")))
+        counts = [len(e.ids) for e in chunk_embedder.tokenizer.encode_batch(texts)]
+        titled_dense = chunk_embedder.embed(texts, counts, batch_size=16)
+        sparse = [p.sparse for p in points]
+        titled_sparse = bm25.documents(texts)
+        for name, dense, bm in (("title embedded", titled_dense, sparse),
+                                ("title in BM25", corpus.dense, titled_sparse),
+                                ("title embedded and in BM25", titled_dense, titled_sparse)):
+            variants[name] = (Corpus.build(np.asarray(dense, dtype=np.float32), bm, payloads),
+                              fused(40, (0.999, 1.0)))
+        dense_only = lambda corpus, text: corpus.dense_ranks(queries[text][0], 40)  # noqa: E731
+        variants["dense only, as built"] = (corpus, dense_only)
+        variants["dense only, title embedded"] = (variants["title embedded"][0], dense_only)
+
+    rows = {}
+    for name, (chosen, rank) in variants.items():
+        result = evaluate(questions, searcher(chosen, rank), modes=("hybrid",))["hybrid"]
+        rows[name] = {k: result[k] for k in METRICS}
+    print(f"\nvariants ({len(questions)} questions; in memory; the first row is the product's hybrid search)")
+    print(f"{'variant':<46}" + "".join(f"{c:>12}" for c in METRICS))
+    for name, row in rows.items():
+        print(f"{name:<46}" + "".join(f"{row[c]:>12}" for c in METRICS))
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
