@@ -35,6 +35,9 @@ import numpy as np
 from bench.eval import DOCS, QUESTIONS, SMOKE_FILES, evaluate, load_questions
 
 COLLECTION = "eval"
+#: Candidates a side for k = 10 hits, as ``VectorStore.search`` asks (``max(4 × limit, 40)``).
+DEPTH = 40
+PRODUCT_ROW = "product: 40 candidates a side, its RRF weights"
 METRICS = ("recall@1", "recall@5", "recall@10", "file+page@5", "mrr")
 
 
@@ -69,7 +72,7 @@ class Corpus:
         return sorted(scores, key=lambda row: -scores[row])[:depth]
 
 
-def rrf(lists: list[list[int]], weights: tuple[float, ...], k: int = 60) -> dict[int, float]:
+def rrf(lists: list[list[int]], weights: tuple[float, ...], k: int) -> dict[int, float]:
     """Reciprocal rank fusion as Qdrant weighs it: Σ 1 / (k − 1 + rank / weight)."""
     scores: dict[int, float] = defaultdict(float)
     for ranked, weight in zip(lists, weights):
@@ -127,6 +130,7 @@ def main() -> None:
     from tasks.core.resources import resources
     from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
     from tasks.core.sparse import Bm25Encoder
+    from tasks.core.store.base import RRF_K, RRF_WEIGHTS
 
     config = PipelineConfig.build(IngestSettings(), IngestParams(sources=["."], collection=COLLECTION))
     owner = resources()
@@ -151,24 +155,25 @@ def main() -> None:
     def fused(depth: int, weights: tuple[float, float], share: float = 0.0, top: int = 0):
         def rank(corpus: Corpus, text: str) -> list[int]:
             dense, sparse = queries[text]
-            scores = rrf([corpus.dense_ranks(dense, depth), corpus.sparse_ranks(sparse, depth)], weights)
+            scores = rrf([corpus.dense_ranks(dense, depth), corpus.sparse_ranks(sparse, depth)], weights,
+                         RRF_K)
             if share:
                 return by_file(scores, corpus.payloads, share, top)
             return sorted(scores, key=lambda row: -scores[row])
         return rank
 
     variants: dict[str, tuple[Corpus, Callable]] = {
-        "product: depth 40, weights 0.999:1": (corpus, fused(40, (0.999, 1.0))),
+        PRODUCT_ROW: (corpus, fused(DEPTH, RRF_WEIGHTS)),
     }
     for depth in (20, 40, 100):
         for weight in (0.5, 0.75, 1.5):
             variants[f"depth {depth}, dense weight {weight}"] = (corpus, fused(depth, (weight, 1.0)))
-        if depth != 40:
-            variants[f"depth {depth}, weights 0.999:1"] = (corpus, fused(depth, (0.999, 1.0)))
+        if depth != DEPTH:
+            variants[f"depth {depth}, the product's weights"] = (corpus, fused(depth, RRF_WEIGHTS))
     for share in (0.1, 0.5):
         for top in (10, 40):
             variants[f"by file: +{share} x same-file scores in top {top}"] = (
-                corpus, fused(40, (0.999, 1.0), share, top))
+                corpus, fused(DEPTH, RRF_WEIGHTS, share, top))
     if args.titles:
         titles = {path.name: title_of(path) for path in DOCS.iterdir()}
         texts = [f"{titles.get(p['file_name'], '')}\n\n{p['text']}" for p in payloads]
@@ -183,8 +188,8 @@ def main() -> None:
                                 ("title in BM25", corpus.dense, titled_sparse),
                                 ("title embedded and in BM25", titled_dense, titled_sparse)):
             variants[name] = (Corpus.build(np.asarray(dense, dtype=np.float32), bm, payloads),
-                              fused(40, (0.999, 1.0)))
-        dense_only = lambda corpus, text: corpus.dense_ranks(queries[text][0], 40)  # noqa: E731
+                              fused(DEPTH, RRF_WEIGHTS))
+        dense_only = lambda corpus, text: corpus.dense_ranks(queries[text][0], DEPTH)  # noqa: E731
         variants["dense only, as built"] = (corpus, dense_only)
         variants["dense only, title embedded"] = (variants["title embedded"][0], dense_only)
 

@@ -29,7 +29,9 @@ def test_eval_and_its_variants_on_the_smoke_set(cli_env, tmp_path):
     report = _run_harness(cli_env, ["bench.eval", "--smoke", "--store-path", store])
     assert {"dense", "sparse", "hybrid", "questions", "by_language"} <= set(report)
     variants = _run_harness(cli_env, ["bench.eval_variants", "--smoke", "--titles", "--store-path", store])
-    product = variants["product: depth 40, weights 0.999:1"]
+    from bench.eval_variants import PRODUCT_ROW
+
+    product = variants[PRODUCT_ROW]
     assert {"title embedded", "by file: +0.1 x same-file scores in top 10"} <= set(variants)
     for metric in ("recall@1", "recall@5", "recall@10", "file+page@5", "mrr"):
         assert product[metric] == report["hybrid"][metric], metric
