@@ -302,7 +302,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
                k: Annotated[int, Query(ge=1, le=100)] = 5,
                mode: Annotated[SearchMode, Query()] = "hybrid"):
         """Page-cited hits for ``q``: ``mode`` hybrid (meaning and keywords fused, the
-        default), dense (meaning) or sparse (keywords, BM25)."""
+        default), dense (meaning) or sparse (keywords: BM25 of words and their 4-grams)."""
         from tasks.core.search import search as run_search
 
         try:

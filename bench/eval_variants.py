@@ -1,13 +1,13 @@
-"""Retrieval variants measured on ``make eval``'s collection without re-ingesting it: how deep
-each side's candidate list goes, the fusion weights, ranking by file, and a document's title
-embedded or indexed with each chunk.
+"""Retrieval variants measured on ``make eval``'s collection without re-ingesting it: the
+lists fused (with and without the 4-grams, keywords only), how deep each list goes, the fusion
+weights, ranking by file, and a document's title embedded or indexed with each chunk.
 
     python -m bench.eval --store-path DIR          (builds the collection 'eval' in DIR once)
     python -m bench.eval_variants --store-path DIR [--titles]
     make eval-variants                             (both, with --titles, in bench/.eval-store)
 
-The collection's points (dense vectors, BM25 vectors, payload) are read into memory and each
-variant is searched there: exact cosine for the dense side, BM25 scored as the store scores it
+The collection's points (dense vectors, both BM25 vectors, payload) are read into memory and
+each variant is searched there: exact cosine for the dense side, BM25 scored as the store scores it
 (the stored term weights × the IDF the store applies, ``ln(1 + (N − n + 0.5) / (n + 0.5))``),
 and reciprocal rank fusion as ``store/base.py`` asks the engine for it. The first row, the
 product's configuration, must equal ``make eval``'s hybrid row: that checks the reproduction.
@@ -15,8 +15,9 @@ product's configuration, must equal ``make eval``'s hybrid row: that checks the 
 collection was built with; minutes) and indexes the title in its BM25 vector too.
 
 Metrics are ``bench.eval``'s (``evaluate``), so each row reads like its table. Measured in
-December 2026 (fp32 collection): none of the variants is better on every metric than the
-product's — see the README's *Search* section.
+December 2026 (fp32 collection): the 4-grams lifted every overall metric or held it; none of
+the other variants is better on every metric than the product's — see the README's *Search*
+section.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bench.eval import DOCS, QUESTIONS, SMOKE_FILES, evaluate, load_questions
+from tasks.core.sparse import GRAMS_VECTOR, SPARSE_VECTOR
 
 COLLECTION = "eval"
 #: Candidates a side for k = 10 hits, as ``VectorStore.search`` asks (``max(4 × limit, 40)``).
@@ -43,36 +45,39 @@ METRICS = ("recall@1", "recall@5", "recall@10", "file+page@5", "mrr")
 
 @dataclass
 class Corpus:
-    """The collection in memory: unit dense vectors, BM25 postings, payloads."""
+    """The collection in memory: unit dense vectors, BM25 postings of each keyword vector
+    (by name: words and 4-grams), payloads."""
 
     dense: np.ndarray
     payloads: list[dict]
-    postings: dict[int, list[tuple[int, float]]]
-    idf: dict[int, float]
+    postings: dict[str, dict[int, list[tuple[int, float]]]]
+    idf: dict[str, dict[int, float]]
 
     @classmethod
-    def build(cls, dense: np.ndarray, sparse: list, payloads: list[dict]) -> Corpus:
-        postings: dict[int, list[tuple[int, float]]] = defaultdict(list)
-        for row, vector in enumerate(sparse):
-            for term, value in zip(vector.indices, vector.values):
-                postings[term].append((row, value))
+    def build(cls, dense: np.ndarray, keywords: list, payloads: list[dict]) -> Corpus:
+        postings: dict[str, dict[int, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
+        for row, vectors in enumerate(keywords):
+            for name, vector in vectors.named().items():
+                for term, value in zip(vector.indices, vector.values):
+                    postings[name][term].append((row, value))
         n = len(payloads)
-        idf = {t: math.log(1 + (n - len(p) + 0.5) / (len(p) + 0.5)) for t, p in postings.items()}
+        idf = {name: {t: math.log(1 + (n - len(p) + 0.5) / (len(p) + 0.5)) for t, p in terms.items()}
+               for name, terms in postings.items()}
         return cls(dense / np.linalg.norm(dense, axis=1, keepdims=True), payloads, postings, idf)
 
     def dense_ranks(self, query: np.ndarray, depth: int) -> list[int]:
         return list(np.argsort(-(self.dense @ query))[:depth])
 
-    def sparse_ranks(self, query, depth: int) -> list[int]:
+    def sparse_ranks(self, query, depth: int, name: str = SPARSE_VECTOR) -> list[int]:
         scores: dict[int, float] = defaultdict(float)
         for term, weight in zip(query.indices, query.values):
-            idf = self.idf.get(term, 0.0)
-            for row, value in self.postings.get(term, ()):
+            idf = self.idf[name].get(term, 0.0)
+            for row, value in self.postings[name].get(term, ()):
                 scores[row] += weight * value * idf
         return sorted(scores, key=lambda row: -scores[row])[:depth]
 
 
-def rrf(lists: list[list[int]], weights: tuple[float, ...], k: int) -> dict[int, float]:
+def rrf(lists: list[list[int]], weights: Sequence[float], k: int) -> dict[int, float]:
     """Reciprocal rank fusion as Qdrant weighs it: Σ 1 / (k − 1 + rank / weight)."""
     scores: dict[int, float] = defaultdict(float)
     for ranked, weight in zip(lists, weights):
@@ -139,6 +144,9 @@ def main() -> None:
     if not points:
         raise SystemExit(f"no collection {COLLECTION!r} in {args.store_path}: run "
                          "'python -m bench.eval --store-path DIR' first")
+    if not all(p.sparse is not None and p.sparse.grams or not p.payload["text"].strip() for p in points[:50]):
+        raise SystemExit(f"the collection in {args.store_path} predates the n-gram vectors: build it "
+                         "again with 'python -m bench.eval --store-path NEW_DIR'")
     payloads = [p.payload for p in points]
     corpus = Corpus.build(np.array([p.vector for p in points], dtype=np.float32),
                           [p.sparse for p in points], payloads)
@@ -152,22 +160,31 @@ def main() -> None:
             return [Hit.from_payload(0.0, corpus.payloads[row]) for row in rank(corpus, text)[:k]]
         return ask
 
-    def fused(depth: int, weights: tuple[float, float], share: float = 0.0, top: int = 0):
+    def fused(depth: int, weights: dict[str, float], share: float = 0.0, top: int = 0):
+        """RRF of the lists ``weights`` names ("" dense, then keyword vectors), as the store
+        asks the engine (a query vector without terms asks no list)."""
         def rank(corpus: Corpus, text: str) -> list[int]:
-            dense, sparse = queries[text]
-            scores = rrf([corpus.dense_ranks(dense, depth), corpus.sparse_ranks(sparse, depth)], weights,
-                         RRF_K)
+            dense, keywords = queries[text]
+            lists = {"": corpus.dense_ranks(dense, depth)} if "" in weights else {}
+            lists.update({name: corpus.sparse_ranks(vector, depth, name)
+                          for name, vector in keywords.named().items() if vector and name in weights})
+            scores = rrf(list(lists.values()), [weights[name] for name in lists], RRF_K)
             if share:
                 return by_file(scores, corpus.payloads, share, top)
             return sorted(scores, key=lambda row: -scores[row])
         return rank
 
+    words_only = {name: w for name, w in RRF_WEIGHTS.items() if name != GRAMS_VECTOR}
     variants: dict[str, tuple[Corpus, Callable]] = {
         PRODUCT_ROW: (corpus, fused(DEPTH, RRF_WEIGHTS)),
+        "without 4-grams (dense + words)": (corpus, fused(DEPTH, words_only)),
+        "keywords only (words + 4-grams)": (corpus, fused(DEPTH, {SPARSE_VECTOR: 1.0, GRAMS_VECTOR: 0.998})),
     }
+    for weight in (0.5, 0.75):
+        variants[f"4-grams weight {weight}"] = (corpus, fused(DEPTH, {**RRF_WEIGHTS, GRAMS_VECTOR: weight}))
     for depth in (20, 40, 100):
         for weight in (0.5, 0.75, 1.5):
-            variants[f"depth {depth}, dense weight {weight}"] = (corpus, fused(depth, (weight, 1.0)))
+            variants[f"depth {depth}, dense weight {weight}"] = (corpus, fused(depth, {**RRF_WEIGHTS, "": weight}))
         if depth != DEPTH:
             variants[f"depth {depth}, the product's weights"] = (corpus, fused(depth, RRF_WEIGHTS))
     for share in (0.1, 0.5):

@@ -131,22 +131,53 @@ def store_location(store_path, store_backend):
     return StoreLocation.embedded(store_backend, store_path)
 
 
-def create_pre_hybrid(store, collection: str, dim: int = 8) -> None:
-    """A collection as the pipeline built it before hybrid search: the dense vector only."""
+def create_pre_hybrid(store, collection: str, dim: int = 8, *, words: bool = False) -> None:
+    """A collection as the pipeline built it before hybrid search: the dense vector only; with
+    ``words``, as it built it before the n-gram vectors: dense and the words' BM25 vector."""
+    from tasks.core.sparse import SPARSE_VECTOR
     from tasks.core.store.edge import EdgeStore
 
     if isinstance(store, EdgeStore):
-        from qdrant_edge import Distance, EdgeConfig, EdgeShard, EdgeVectorParams
+        from qdrant_edge import (
+            Distance,
+            EdgeConfig,
+            EdgeShard,
+            EdgeSparseVectorParams,
+            EdgeVectorParams,
+            Modifier,
+        )
 
         folder = store._folder(collection)
         folder.mkdir(parents=True)
         store._shards[collection] = EdgeShard.create(str(folder), EdgeConfig(
-            vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine)))
+            vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine),
+            sparse_vectors={SPARSE_VECTOR: EdgeSparseVectorParams(modifier=Modifier.Idf)} if words else None))
     else:
         from qdrant_client import models
 
         store.client.create_collection(collection, vectors_config=models.VectorParams(
-            size=dim, distance=models.Distance.COSINE))
+            size=dim, distance=models.Distance.COSINE), sparse_vectors_config={
+                SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)} if words else None)
+
+
+def write_pre_grams(store, collection: str, points) -> None:
+    """Points as the pipeline wrote them before the n-gram vectors: dense and words only."""
+    from tasks.core.sparse import SPARSE_VECTOR
+    from tasks.core.store.edge import EdgeStore
+
+    if isinstance(store, EdgeStore):
+        from qdrant_edge import Point, SparseVector, UpdateOperation
+
+        store._shard(collection).update(UpdateOperation.upsert_points([Point(
+            id=p.id, payload=p.payload, vector={"": p.vector, SPARSE_VECTOR: SparseVector(
+                list(p.sparse.words.indices), list(p.sparse.words.values))}) for p in points]))
+    else:
+        from qdrant_client import models
+
+        store.client.upsert(collection, wait=True, points=[models.PointStruct(
+            id=p.id, payload=p.payload, vector={"": p.vector, SPARSE_VECTOR: models.SparseVector(
+                indices=list(p.sparse.words.indices), values=list(p.sparse.words.values))})
+            for p in points])
 
 
 def wait_until(check, *, timeout: float, interval: float = 0.3, what: str = "condition"):

@@ -108,7 +108,8 @@ class Resources:
             return chunker
 
     def bm25(self) -> Bm25Encoder:
-        """The BM25 encoder of documents and queries (the sparse half of hybrid search)."""
+        """The BM25 encoder of documents and queries, words and 4-grams (the sparse half of
+        hybrid search)."""
         with self._lock:
             if self._bm25 is None:
                 self._bm25 = Bm25Encoder()

@@ -19,10 +19,10 @@ def search(query: str, config: PipelineConfig, owner: Resources, *, limit: int =
     """The ``limit`` best chunks for ``query``, best first.
 
     ``hybrid`` (the default) asks the store for the nearest chunks by meaning (the dense
-    vectors) and the best by keywords (BM25) and fuses the two lists by reciprocal rank inside
-    the engine: a question of rare names, codes or numbers that the embedding model blurs is
-    still found, and a paraphrase without the document's words too. ``dense`` and ``sparse``
-    ask one side only.
+    vectors) and the best by keywords (BM25 of the words, and of their character 4-grams) and fuses
+    the lists by reciprocal rank inside the engine: a question of rare names, codes or numbers
+    that the embedding model blurs is still found, a compound by its parts, and a paraphrase
+    without the document's words too. ``dense`` and ``sparse`` ask one side only.
     """
     if mode not in SEARCH_MODES:
         raise ConfigError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")

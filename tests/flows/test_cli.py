@@ -137,7 +137,8 @@ def test_export_and_migrate_from_the_command_line(ingest_env, store_backend):
     assert len(lines) == chunks and all(set(r) == {"id", "payload"} for r in lines)
     with_vectors = runner.invoke(app, ["export", "--collection", "moving", "--vectors"])
     first = json.loads(with_vectors.stdout.splitlines()[0])
-    assert len(first["vector"]) == 384 and len(first["sparse"]["indices"]) > 0
+    assert len(first["vector"]) == 384 and len(first["sparse"]["bm25"]["indices"]) > 0
+    assert len(first["sparse"]["grams"]["indices"]) > 0
 
     close_stores()  # the migration opens both embedded stores itself
     other = "qdrant-local" if store_backend == "edge" else "edge"

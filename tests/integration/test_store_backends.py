@@ -37,8 +37,10 @@ def assert_same_contents(actual, expected):
     for key, (payload, vector, sparse) in expected.items():
         assert actual[key][0] == payload
         assert np.allclose(actual[key][1], vector, atol=1e-6)
-        assert sparse is not None and actual[key][2].indices == sparse.indices
-        assert np.allclose(actual[key][2].values, sparse.values, atol=1e-6)
+        assert sparse is not None
+        for name, vector in sparse.named().items():
+            assert actual[key][2].named()[name].indices == vector.indices
+            assert np.allclose(actual[key][2].named()[name].values, vector.values, atol=1e-6)
 
 
 @pytest.mark.parametrize("source_kind,target_kind", [("qdrant-local", "edge"), ("edge", "qdrant-local")])
@@ -66,7 +68,8 @@ def test_export_lines(tmp_path, store_backend):
         assert len(plain) == 7 and set(plain[0]) == {"id", "payload"}
         full = list(export_records(store, "docs", vectors=True))
         assert len(full[0]["vector"]) == 16
-        assert set(full[0]["sparse"]) == {"indices", "values"} and full[0]["sparse"]["indices"]
+        assert set(full[0]["sparse"]) == {"bm25", "grams"}
+        assert all(set(v) == {"indices", "values"} and v["indices"] for v in full[0]["sparse"].values())
     finally:
         store.close()
 

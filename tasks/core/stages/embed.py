@@ -3,8 +3,8 @@
 One call for the group lets the batches be planned over every file's chunks (by token count):
 a file's own few chunks of uneven length would waste ~20% of the model's work on padding. If
 the joint call fails, each file is embedded alone, so the one file that breaks the model gets
-the error and the others still get vectors. Each chunk also gets its BM25 sparse vector
-(``tasks.core.sparse``; in-process, ~0.1 ms a chunk), outside the model's call.
+the error and the others still get vectors. Each chunk also gets its BM25 sparse vectors
+(words and n-grams, ``tasks.core.sparse``; in-process, ~0.5 ms a chunk), outside the model's call.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 from tasks.core.embedding import Embedder
 from tasks.core.models import FileOutcome, Reason
-from tasks.core.sparse import Sparse, SparseEncode
+from tasks.core.sparse import Keywords, SparseEncode
 from tasks.core.stages.chunk import ChunkedFile
 from tasks.core.stages.group import Group, Settled
 
@@ -28,12 +28,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EmbeddedFile:
-    """A chunked file with one normalised dense vector and one BM25 vector per chunk;
+    """A chunked file with one normalised dense vector and its keyword vectors per chunk;
     ``seconds`` include its share of the group's model call."""
 
     chunked: ChunkedFile
     vectors: np.ndarray
-    sparse: tuple[Sparse, ...]
+    sparse: tuple[Keywords, ...]
     seconds: float
 
 

@@ -18,7 +18,8 @@ def prepare(config: PipelineConfig, owner: Resources) -> PipelineConfig:
     The store is checked first (an embedded store in use says so before the model loads).
     With ``overwrite``, a collection whose vectors do not fit the model is dropped and recreated;
     otherwise that is a ``CollectionMismatchError``, raised before anything is written. A
-    collection built before hybrid search gets its BM25 vectors here, from its payload text.
+    collection built before hybrid search (or before the 4-gram vectors) gets the keyword vectors it
+lacks here, from its payload text.
     """
     store = owner.store(config.store)
     store.collection_dimension(config.collection)

@@ -76,7 +76,7 @@ def write_file(item: EmbeddedFile, config: PipelineConfig, store: VectorStore) -
 
 
 def points(item: EmbeddedFile, config: PipelineConfig) -> list[StoredPoint]:
-    """The file's points: one per chunk (dense and BM25 vectors), IDs ``uuid5(source, chunk index)``."""
+    """The file's points: one per chunk (dense and keyword vectors), IDs ``uuid5(source, chunk index)``."""
     chunked, file = item.chunked, item.chunked.file
     precision, _, backend = (config.embed_runtime or "fp32").partition("-")
     ingested_at = datetime.now(timezone.utc).isoformat(timespec="seconds")

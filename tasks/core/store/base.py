@@ -24,23 +24,26 @@ from tasks.core.errors import CollectionMismatchError, StoreError
 from tasks.core.ids import point_id, runtime_label
 from tasks.core.payload import CHUNK_COUNT, COMPLETE, EXTENT, SIGNATURE, SOURCE, FileHead
 from tasks.core.settings import StoreLocation
-from tasks.core.sparse import Sparse, SparseEncode
+from tasks.core.sparse import GRAMS_VECTOR, SPARSE_VECTOR, SPARSE_VECTORS, Keywords, Sparse, SparseEncode
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 HEAD_INDEX = 0  # a file's chunk 0 is its head point: it carries the file's commit marker
-#: Reciprocal rank fusion of hybrid search: score = sum of weight / (rank + k) over the dense and
-#: the BM25 list (Qdrant's weighted form). k = 60 is the usual constant (k = 20 and 10 measured
-#: no better on make eval). The weights differ by a hair only to break ties: with equal weights a
-#: hit ranked i-th by one side and j-th by the other scores exactly what a hit ranked j-th and
-#: i-th scores, and the engine orders such ties arbitrarily (make eval moved by up to 0.02 in
-#: recall@1 between identical runs). In Qdrant's weighted form, 1 / (rank / w + k - 1), a lighter
-#: weight costs a lower rank more than a higher one: of two hits ranked (i, j) and (j, i), the one
-#: ranked higher by meaning wins. Measured on make eval (hybrid R@1 / R@5 / MRR): 0.884 / 0.983 /
-#: 0.929; the BM25 side lighter instead 0.876 / 0.992 / 0.925 — one question either way.
+#: Reciprocal rank fusion of hybrid search: score = sum of weight / (rank + k) over the dense, the
+#: words' BM25 and the 4-grams' BM25 lists (Qdrant's weighted form). k = 60 is the usual constant
+#: (k = 20 and 10 measured no better on make eval). The weights differ by a hair only to break
+#: ties: with equal weights a hit ranked i-th by one list and j-th by another scores exactly what
+#: a hit ranked j-th and i-th scores, and the engine orders such ties arbitrarily (make eval
+#: moved by up to 0.02 in recall@1 between identical runs). In Qdrant's weighted form,
+#: 1 / (rank / w + k - 1), a lighter weight costs a lower rank more than a higher one: of two
+#: hits ranked (i, j) and (j, i) by words and meaning, the one ranked higher by meaning wins; by
+#: meaning and 4-grams, meaning; by words and 4-grams, words. (With two lists, dense and words,
+#: make eval measured 0.884 / 0.983 / 0.929 hybrid R@1 / R@5 / MRR this way and 0.876 / 0.992 /
+#: 0.925 with the words lighter — one question either way.)
 RRF_K = 60
-RRF_WEIGHTS = (0.999, 1.0)  # (dense, sparse)
+#: By vector name ("" is the dense one).
+RRF_WEIGHTS = {"": 0.999, SPARSE_VECTOR: 1.0, GRAMS_VECTOR: 0.998}
 
 
 @dataclass
@@ -50,7 +53,7 @@ class StoredPoint:
     id: str
     vector: list[float] | None
     payload: dict[str, Any]
-    sparse: Sparse | None = None  # BM25 of the chunk's text (``tasks.core.sparse``)
+    sparse: Keywords | None = None  # BM25 vectors of the chunk's text (``tasks.core.sparse``)
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,13 @@ class CollectionShape:
 
     size: int
     distance: str
-    sparse: bool  # holds the BM25 vector of every point (``SPARSE_VECTOR``)
+    #: The keyword vectors (``SPARSE_VECTORS``) it holds, filled for every point.
+    sparse: frozenset[str] = frozenset()
+
+    @property
+    def complete(self) -> bool:
+        """Holds every keyword vector this version writes (else a run fills them in)."""
+        return set(SPARSE_VECTORS) <= self.sparse
 
 
 @dataclass(frozen=True)
@@ -109,13 +118,14 @@ class VectorStore(abc.ABC):
 
     @abc.abstractmethod
     def _create(self, collection: str, dimension: int) -> None:
-        """A collection with the unnamed dense vector (cosine) and the BM25 sparse vector."""
+        """A collection with the unnamed dense vector (cosine) and the keyword (BM25) sparse
+        vectors, ``SPARSE_VECTORS``."""
 
     @abc.abstractmethod
     def _add_sparse(self, collection: str, shape: CollectionShape, encode: SparseEncode) -> int:
-        """Give a collection built before hybrid search its BM25 vectors, computed from each
-        point's payload text; dense vectors and payloads stay as they are. Safe to run again
-        after a crash. Returns the points filled in."""
+        """Give a collection built by an earlier version the keyword vectors it lacks,
+        computed from each point's payload text; dense vectors and payloads stay as they are.
+        Safe to run again after a crash. Returns the points filled in."""
 
     @abc.abstractmethod
     def _drop(self, collection: str) -> None: ...
@@ -139,10 +149,11 @@ class VectorStore(abc.ABC):
                 with_vectors: bool) -> tuple[list[StoredPoint], Any]: ...
 
     @abc.abstractmethod
-    def _query(self, collection: str, dense: Sequence[float] | None, sparse: Sparse | None,
+    def _query(self, collection: str, dense: Sequence[float] | None, sparse: dict[str, Sparse],
                limit: int, prefetch: int) -> list[SearchHit]:
-        """Nearest by ``dense`` (cosine), by ``sparse`` (BM25 · IDF), or — both given — both
-        lists of ``prefetch`` candidates fused by reciprocal rank in the engine."""
+        """Nearest by ``dense`` (cosine) or by one named sparse vector (BM25 · IDF), or — more
+        than one given — their lists of ``prefetch`` candidates fused by reciprocal rank in the
+        engine (``RRF_WEIGHTS``)."""
 
     @abc.abstractmethod
     def _count(self, collection: str) -> int: ...
@@ -163,8 +174,8 @@ class VectorStore(abc.ABC):
 
         Raises ``CollectionMismatchError`` before anything is written when it does not fit —
         unless ``recreate_on_mismatch`` (``--overwrite``), which drops it and starts afresh. A
-        collection built before hybrid search gets its BM25 vectors from its payload text
-        (``encode``), without re-embedding anything.
+        collection built before hybrid search, or before the n-gram vectors, gets the keyword
+        vectors it lacks from its payload text (``encode``), without re-embedding anything.
         """
         try:
             existing = self._vectors_config(name)
@@ -182,12 +193,13 @@ class VectorStore(abc.ABC):
         if existing is None:
             self._create(name, dimension)
             return None
-        if existing.sparse or encode is None:
+        if existing.complete or encode is None:
             return None
-        log.info("collection %r has no BM25 vectors (built before hybrid search): adding them "
-                 "from its payload text; dense vectors are kept", name)
+        missing = ", ".join(sorted(set(SPARSE_VECTORS) - existing.sparse))
+        log.info("collection %r lacks the keyword vectors %s (built by an earlier version): adding "
+                 "them from its payload text; dense vectors are kept", name, missing)
         filled = self._add_sparse(name, existing, encode)
-        return f"added BM25 vectors to {filled} points (dense vectors kept)"
+        return f"added keyword vectors ({missing}) to {filled} points (dense vectors kept)"
 
     @operation
     def file_heads(self, collection: str, sources: list[str]) -> dict[str, FileHead]:
@@ -288,11 +300,12 @@ class VectorStore(abc.ABC):
 
     @operation
     def search(self, collection: str, *, dense: Sequence[float] | None = None,
-               sparse: Sparse | None = None, limit: int, prefetch: int | None = None
+               sparse: Keywords | None = None, limit: int, prefetch: int | None = None
                ) -> list[SearchHit]:
-        """Best points first: by cosine to ``dense``, by BM25 to ``sparse``, or by both fused
-        with reciprocal rank fusion (``prefetch`` candidates of each; default ``4 × limit``,
-        at least 40)."""
+        """Best points first: by cosine to ``dense``, by BM25 to ``sparse`` (its words and
+        n-grams), or by all fused with reciprocal rank fusion (``prefetch`` candidates of each;
+        default ``4 × limit``, at least 40). A collection built before the n-gram vectors is
+        searched with the ones it has."""
         shape = self._vectors_config(collection)
         if shape is None:
             raise StoreError(f"collection {collection!r} does not exist; run 'ingest run' first")
@@ -302,11 +315,12 @@ class VectorStore(abc.ABC):
             raise CollectionMismatchError(
                 f"collection {collection!r} has no BM25 vectors yet (built before hybrid "
                 "search); any 'ingest run' into it adds them")
-        if sparse is not None and not sparse:  # no indexable word (a query of stopwords): dense
-            if dense is None:
-                return []
-            sparse = None
-        return self._query(collection, dense, sparse, limit, prefetch or max(4 * limit, 40))
+        # no indexable word (a query of stopwords) leaves the dense side, if any
+        named = {} if sparse is None else {
+            name: vector for name, vector in sparse.named().items() if vector and name in shape.sparse}
+        if dense is None and not named:
+            return []
+        return self._query(collection, dense, named, limit, prefetch or max(4 * limit, 40))
 
     @operation
     def count(self, collection: str) -> int:

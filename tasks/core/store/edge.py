@@ -5,9 +5,9 @@ log (durable through a crash), memory-mapped vectors and payloads, and an HNSW i
 ``optimize()``. Points not yet indexed are searched exactly, so a search right after a run is
 correct before any index exists; ``maintain`` builds the index once enough points wait for it.
 
-A shard's vector config is fixed at creation, so a collection built before hybrid search gets
-its BM25 vectors by a rebuild: a new shard beside it (``<name>.upgrade``) filled with the same
-points plus BM25 from their text, then swapped in by two renames (the old folder is kept as
+A shard's vector config is fixed at creation, so a collection built before hybrid search (or
+before the n-gram vectors) gets its keyword vectors by a rebuild: a new shard beside it (``<name>.upgrade``) filled with the same
+points plus their keyword vectors from their text, then swapped in by two renames (the old folder is kept as
 ``<name>.replaced`` until the swap is done; ``_recover`` finishes or undoes a swap a crash cut).
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 from tasks.core.errors import CollectionMismatchError, IngestError, StoreError
 from tasks.core.payload import SOURCE
 from tasks.core.settings import StoreLocation
-from tasks.core.sparse import SPARSE_VECTOR, Sparse, SparseEncode
+from tasks.core.sparse import SPARSE_VECTORS, Keywords, Sparse, SparseEncode
 from tasks.core.store.base import (
     RRF_K,
     RRF_WEIGHTS,
@@ -96,7 +96,7 @@ class EdgeStore(VectorStore):
             raise CollectionMismatchError("uses named vectors; it was not created by this tool")
         self._shard(collection)  # open now: a shard in use elsewhere fails before any work
         return CollectionShape(size=int(vectors[""]["size"]), distance=str(vectors[""]["distance"]),
-                               sparse=SPARSE_VECTOR in (config.get("sparse_vectors") or {}))
+                               sparse=frozenset(config.get("sparse_vectors") or {}) & set(SPARSE_VECTORS))
 
     @staticmethod
     def _config(dimension: int):
@@ -109,7 +109,8 @@ class EdgeStore(VectorStore):
         )
 
         return EdgeConfig(vectors=EdgeVectorParams(size=dimension, distance=Distance.Cosine),
-                          sparse_vectors={SPARSE_VECTOR: EdgeSparseVectorParams(modifier=Modifier.Idf)})
+                          sparse_vectors={name: EdgeSparseVectorParams(modifier=Modifier.Idf)
+                                          for name in SPARSE_VECTORS})
 
     def _new_shard(self, folder: Path, dimension: int):
         from qdrant_edge import EdgeShard, PayloadSchemaType, UpdateOperation
@@ -161,8 +162,8 @@ class EdgeStore(VectorStore):
 
         vector: Any = point.vector
         if point.sparse is not None:
-            vector = {"": point.vector, SPARSE_VECTOR: SparseVector(
-                list(point.sparse.indices), list(point.sparse.values))}
+            vector = {"": point.vector, **{name: SparseVector(list(v.indices), list(v.values))
+                                          for name, v in point.sparse.named().items()}}
         return Point(id=point.id, vector=vector, payload=point.payload)
 
     def _upsert(self, collection: str, points: Sequence[StoredPoint]) -> None:
@@ -185,8 +186,9 @@ class EdgeStore(VectorStore):
     def _point(record) -> StoredPoint:
         vector, sparse = record.vector, None
         if isinstance(vector, dict):
-            found = vector.get(SPARSE_VECTOR)
-            sparse = None if found is None else Sparse(tuple(found.indices), tuple(found.values))
+            found = {name: Sparse(tuple(v.indices), tuple(v.values))
+                     for name, v in vector.items() if name in SPARSE_VECTORS}
+            sparse = Keywords.from_named(found) if found else None
             vector = vector.get("")
         return StoredPoint(id=str(record.id), vector=vector, payload=record.payload or {},
                            sparse=sparse)
@@ -206,22 +208,22 @@ class EdgeStore(VectorStore):
             with_payload=fields if fields is not None else True))
         return [self._point(r) for r in records], next_offset
 
-    def _query(self, collection: str, dense: Sequence[float] | None, sparse: Sparse | None,
+    def _query(self, collection: str, dense: Sequence[float] | None, sparse: dict[str, Sparse],
                limit: int, prefetch: int) -> list[SearchHit]:
         from qdrant_edge import Fusion, Prefetch, Query, QueryRequest, SparseVector
 
-        queries = []
+        queries = {}
         if dense is not None:
-            queries.append(Query.Nearest(list(dense)))
-        if sparse is not None:
-            queries.append(Query.Nearest(SparseVector(list(sparse.indices), list(sparse.values)),
-                                         using=SPARSE_VECTOR))
+            queries[""] = Query.Nearest(list(dense))
+        for name, vector in sparse.items():
+            queries[name] = Query.Nearest(SparseVector(list(vector.indices), list(vector.values)),
+                                          using=name)
         if len(queries) == 1:
-            request = QueryRequest(limit=limit, query=queries[0], with_payload=True)
+            request = QueryRequest(limit=limit, query=next(iter(queries.values())), with_payload=True)
         else:
             request = QueryRequest(limit=limit, prefetches=[Prefetch(limit=prefetch, query=q)
-                                                            for q in queries],
-                                   query=Fusion.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS)),
+                                                            for q in queries.values()],
+                                   query=Fusion.Rrf(k=RRF_K, weights=[RRF_WEIGHTS[n] for n in queries]),
                                    with_payload=True)
         points = self._shard(collection).query(request)
         return [SearchHit(score=p.score, payload=p.payload or {}) for p in points]
@@ -236,9 +238,10 @@ class EdgeStore(VectorStore):
             if shape is None:
                 return None
             shard = self._shard(collection)
-            # Edge counts indexed vectors of every name, and BM25 vectors are indexed as
-            # they are written: the dense vectors waiting are what is left.
-            per_point = 2 if shape.sparse else 1
+            # Edge counts indexed vectors of every name, and BM25 vectors (every point has
+            # each, empty or not) are indexed as they are written: the dense vectors waiting
+            # are what is left.
+            per_point = 1 + len(shape.sparse)
             info = shard.info()
             waiting = info.points_count * per_point - info.indexed_vectors_count
             if waiting < self.optimize_threshold or not shard.optimize():

@@ -4,8 +4,9 @@ Local mode (``INGEST_STORE=qdrant-local``) is pure Python with brute-force searc
 available explicitly and is what tests use to exercise the server code path, since the
 qdrant-client project keeps it congruent with the server.
 
-A collection built before hybrid search gets the BM25 vector added in place
-(``create_vector_name``, Qdrant ≥ 1.18) and filled from each point's payload text; collection
+A collection built before hybrid search (or before the 4-gram vector) gets the keyword vectors
+it lacks added in place (``create_vector_name``, Qdrant ≥ 1.18) and filled from each point's
+payload text; collection
 metadata marks the fill as pending until it has finished, so a crash mid-way resumes it.
 """
 
@@ -23,7 +24,7 @@ from tasks.core.errors import (
 )
 from tasks.core.payload import SOURCE
 from tasks.core.settings import StoreLocation
-from tasks.core.sparse import SPARSE_VECTOR, Sparse, SparseEncode
+from tasks.core.sparse import SPARSE_VECTORS, Keywords, Sparse, SparseEncode
 from tasks.core.store.base import (
     RRF_K,
     RRF_WEIGHTS,
@@ -85,8 +86,9 @@ class QdrantClientStore(VectorStore):
         vectors = config.params.vectors
         if not isinstance(vectors, models.VectorParams):
             raise CollectionMismatchError("uses named vectors; it was not created by this tool")
-        sparse = (SPARSE_VECTOR in (config.params.sparse_vectors or {})
-                  and not (config.metadata or {}).get(PENDING))
+        # a fill in progress (PENDING) may have left any of them half done
+        sparse = (frozenset() if (config.metadata or {}).get(PENDING)
+                  else frozenset(config.params.sparse_vectors or {}) & set(SPARSE_VECTORS))
         return CollectionShape(size=vectors.size, distance=vectors.distance.value, sparse=sparse)
 
     @staticmethod
@@ -100,7 +102,7 @@ class QdrantClientStore(VectorStore):
 
         self.client.create_collection(
             collection, vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
-            sparse_vectors_config={SPARSE_VECTOR: self._sparse_params()})
+            sparse_vectors_config={name: self._sparse_params() for name in SPARSE_VECTORS})
         if not self.embedded:  # local mode has no payload indexes (it scans)
             self.client.create_payload_index(collection, SOURCE, models.PayloadSchemaType.KEYWORD)
 
@@ -109,16 +111,17 @@ class QdrantClientStore(VectorStore):
         from qdrant_client.http.exceptions import UnexpectedResponse
 
         self.client.update_collection(collection, metadata={PENDING: True})
-        if SPARSE_VECTOR not in (self.client.get_collection(collection).config.params.sparse_vectors or {}):
+        present = self.client.get_collection(collection).config.params.sparse_vectors or {}
+        for name in (n for n in SPARSE_VECTORS if n not in present):
             try:
-                self.client.create_vector_name(collection, SPARSE_VECTOR, models.SparseVectorNameConfig(
+                self.client.create_vector_name(collection, name, models.SparseVectorNameConfig(
                     sparse=models.SparseVectorConfig(modifier=models.Modifier.IDF)))
             except UnexpectedResponse as exc:
                 if exc.status_code not in (404, 405):
                     raise
                 raise StoreError(
-                    f"collection {collection!r} predates hybrid search and this Qdrant server "
-                    "cannot add a vector to an existing collection (Qdrant 1.18 or later can): "
+                    f"collection {collection!r} lacks the keyword vector {name!r} of this version "
+                    "and this Qdrant server cannot add a vector to an existing collection (Qdrant 1.18 or later can): "
                     "upgrade the server, or ingest into a new collection (--collection), or "
                     "search it with --mode dense") from exc
         filled, offset = 0, None
@@ -127,7 +130,7 @@ class QdrantClientStore(VectorStore):
             sparse = encode([p.payload.get("text", "") for p in points])
             if points:
                 self.client.update_vectors(collection, wait=True, points=[
-                    models.PointVectors(id=p.id, vector={SPARSE_VECTOR: self._wire(s)})
+                    models.PointVectors(id=p.id, vector=self._wire_all(s))
                     for p, s in zip(points, sparse)])
             filled += len(points)
             if offset is None:
@@ -141,6 +144,10 @@ class QdrantClientStore(VectorStore):
 
         return models.SparseVector(indices=list(sparse.indices), values=list(sparse.values))
 
+    @classmethod
+    def _wire_all(cls, keywords: Keywords) -> dict:
+        return {name: cls._wire(vector) for name, vector in keywords.named().items()}
+
     def _drop(self, collection: str) -> None:
         self.client.delete_collection(collection)
 
@@ -149,7 +156,7 @@ class QdrantClientStore(VectorStore):
 
         self.client.upsert(collection, wait=True, points=[
             models.PointStruct(id=p.id, payload=p.payload, vector=p.vector if p.sparse is None
-                               else {"": p.vector, SPARSE_VECTOR: self._wire(p.sparse)})
+                               else {"": p.vector, **self._wire_all(p.sparse)})
             for p in points])
 
     def _delete(self, collection: str, ids: Sequence[str]) -> None:
@@ -162,8 +169,9 @@ class QdrantClientStore(VectorStore):
     def _point(record) -> StoredPoint:
         vector, sparse = record.vector, None
         if isinstance(vector, dict):
-            found = vector.get(SPARSE_VECTOR)
-            sparse = None if found is None else Sparse(tuple(found.indices), tuple(found.values))
+            found = {name: Sparse(tuple(v.indices), tuple(v.values))
+                     for name, v in vector.items() if name in SPARSE_VECTORS}
+            sparse = Keywords.from_named(found) if found else None
             vector = vector.get("")
         return StoredPoint(id=str(record.id), vector=vector if isinstance(vector, list) else None,
                            payload=record.payload or {}, sparse=sparse)
@@ -181,23 +189,23 @@ class QdrantClientStore(VectorStore):
             with_payload=fields if fields is not None else True)
         return [self._point(r) for r in records], next_offset
 
-    def _query(self, collection: str, dense: Sequence[float] | None, sparse: Sparse | None,
+    def _query(self, collection: str, dense: Sequence[float] | None, sparse: dict[str, Sparse],
                limit: int, prefetch: int) -> list[SearchHit]:
         from qdrant_client import models
 
-        searches = []
+        searches = {}
         if dense is not None:
-            searches.append({"query": list(dense)})
-        if sparse is not None:
-            searches.append({"query": self._wire(sparse), "using": SPARSE_VECTOR})
+            searches[""] = {"query": list(dense)}
+        for name, vector in sparse.items():
+            searches[name] = {"query": self._wire(vector), "using": name}
         if len(searches) == 1:
             response = self.client.query_points(collection, limit=limit, with_payload=True,
-                                                **searches[0])
+                                                **next(iter(searches.values())))
         else:
             response = self.client.query_points(
                 collection, limit=limit, with_payload=True,
-                prefetch=[models.Prefetch(limit=prefetch, **search) for search in searches],
-                query=models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=list(RRF_WEIGHTS))))
+                prefetch=[models.Prefetch(limit=prefetch, **search) for search in searches.values()],
+                query=models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=[RRF_WEIGHTS[n] for n in searches])))
         return [SearchHit(score=p.score, payload=p.payload or {}) for p in response.points]
 
     def _count(self, collection: str) -> int:
