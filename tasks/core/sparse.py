@@ -67,7 +67,7 @@ class Sparse:
 
 @dataclass(frozen=True)
 class Keywords:
-    """A chunk's (or a query's) keyword vectors: its words and its long words' n-grams."""
+    """A chunk's (or a query's) keyword vectors: its words and its words' character 4-grams."""
 
     words: Sparse
     grams: Sparse

@@ -4,7 +4,7 @@ One call for the group lets the batches be planned over every file's chunks (by 
 a file's own few chunks of uneven length would waste ~20% of the model's work on padding. If
 the joint call fails, each file is embedded alone, so the one file that breaks the model gets
 the error and the others still get vectors. Each chunk also gets its BM25 sparse vectors
-(words and n-grams, ``tasks.core.sparse``; in-process, ~0.5 ms a chunk), outside the model's call.
+(words and n-grams, ``tasks.core.sparse``; in-process, ~0.2 ms a chunk), outside the model's call.
 """
 
 from __future__ import annotations
