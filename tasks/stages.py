@@ -141,8 +141,7 @@ def embed(chunked: Group[ChunkedFile], config: PipelineConfig) -> Group[Embedded
     """Embed every chunk of the group in one model call."""
     owner = resources()
     embedder = owner.embedder_for(config)
-    group = embed_stage.embed(chunked, embedder, batch_size=config.embed_batch_size,
-                              bm25=owner.bm25().documents)
+    group = embed_stage.embed(chunked, embedder, batch_size=config.embed_batch_size)
     get_run_logger().info("%d chunks embedded (%s)", sum(len(f.vectors) for f in group.files),
                           embedder.label)
     return group
@@ -155,7 +154,7 @@ def store(embedded: Group[EmbeddedFile], config: PipelineConfig) -> GroupResult:
     background_thread()
     with _retry_memo() as (memo, last):
         result = store_stage.store(embedded, config, store=owner.store(config.store),
-                                   memo=memo, give_up=last)
+                                   keywords=owner.bm25().documents, memo=memo, give_up=last)
     logger = get_run_logger()
     for outcome in result.outcomes:
         logger.info("%s", outcome_line(outcome, display_name(outcome.source)))

@@ -10,7 +10,6 @@ from tasks.core.chunking import Chunker
 from tasks.core.models import FileOutcome, Reason, Status
 from tasks.core.readers import read_text
 from tasks.core.sources import discover_files
-from tasks.core.sparse import Bm25Encoder
 from tasks.core.stages.chunk import chunk
 from tasks.core.stages.embed import embed
 from tasks.core.stages.group import Group, Settled
@@ -52,8 +51,7 @@ def test_one_call_for_the_group_and_vectors_reach_their_files(tmp_path, tokenize
     (tmp_path / "empty.txt").write_text("")
     write(tmp_path, "c.txt", 10, "firn")
     embedder = RecordingEmbedder()
-    group = embed(chunked_group(tmp_path, tokenizer), embedder, batch_size=16,
-                  bm25=Bm25Encoder().documents)
+    group = embed(chunked_group(tmp_path, tokenizer), embedder, batch_size=16)
     assert len(embedder.calls) == 1
     assert [s.outcome.reason for s in group.settled] == [Reason.EMPTY]
     assert sorted(f.chunked.file.name for f in group.files) == ["a.txt", "b.txt", "c.txt"]
@@ -70,8 +68,7 @@ def test_a_file_that_breaks_the_model_fails_alone(tmp_path, tokenizer):
     write(tmp_path, "b.txt", 30, "poison")
     write(tmp_path, "c.txt", 30, "firn")
     embedder = RecordingEmbedder()
-    group = embed(chunked_group(tmp_path, tokenizer), embedder, batch_size=16,
-                  bm25=Bm25Encoder().documents)
+    group = embed(chunked_group(tmp_path, tokenizer), embedder, batch_size=16)
     [failed] = group.settled
     assert (failed.outcome.status, failed.outcome.reason) == (Status.FAILED, Reason.ERROR)
     assert failed.outcome.source.endswith("/b.txt") and "cannot take this" in failed.outcome.detail

@@ -20,6 +20,6 @@ def run_chain(files: list[SourceFile], config: PipelineConfig, owner: Resources)
                  heads=lambda fs: vector_store.file_heads(config.collection, [f.uri for f in fs]),
                  parse_pdf=owner.parse_pdf(config), memo={}, give_up=True)
     group = chunk(group, owner.chunker(config), max_chunks=config.max_chunks)
-    group = embed(group, owner.embedder_for(config), batch_size=config.embed_batch_size,
-                  bm25=owner.bm25().documents)
-    return store(group, config, store=vector_store, memo={}, give_up=True)
+    group = embed(group, owner.embedder_for(config), batch_size=config.embed_batch_size)
+    return store(group, config, store=vector_store, keywords=owner.bm25().documents, memo={},
+                 give_up=True)

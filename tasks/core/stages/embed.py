@@ -3,8 +3,8 @@
 One call for the group lets the batches be planned over every file's chunks (by token count):
 a file's own few chunks of uneven length would waste ~20% of the model's work on padding. If
 the joint call fails, each file is embedded alone, so the one file that breaks the model gets
-the error and the others still get vectors. Each chunk also gets its BM25 sparse vectors
-(words and n-grams, ``tasks.core.sparse``; in-process, ~0.2 ms a chunk), outside the model's call.
+the error and the others still get vectors. (The chunks' BM25 vectors are made by the
+``store`` stage, where they are written: see ``tasks.core.stages.store.points``.)
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import numpy as np
 
 from tasks.core.embedding import Embedder
 from tasks.core.models import FileOutcome, Reason
-from tasks.core.sparse import Keywords, SparseEncode
 from tasks.core.stages.chunk import ChunkedFile
 from tasks.core.stages.group import Group, Settled
 
@@ -28,17 +27,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EmbeddedFile:
-    """A chunked file with one normalised dense vector and its keyword vectors per chunk;
+    """A chunked file with one normalised dense vector per chunk;
     ``seconds`` include its share of the group's model call."""
 
     chunked: ChunkedFile
     vectors: np.ndarray
-    sparse: tuple[Keywords, ...]
     seconds: float
 
 
-def embed(group: Group[ChunkedFile], embedder: Embedder, *, batch_size: int,
-          bm25: SparseEncode) -> Group[EmbeddedFile]:
+def embed(group: Group[ChunkedFile], embedder: Embedder, *, batch_size: int) -> Group[EmbeddedFile]:
     """Embed the group's chunks together; a file the model cannot take fails alone.
 
     The stage's seconds are the model's working time: groups take turns on the model, and the
@@ -52,9 +49,7 @@ def embed(group: Group[ChunkedFile], embedder: Embedder, *, batch_size: int,
                 item.file.uri, Reason.ERROR, f"embedding failed: {type(vectors).__name__}: {vectors}",
                 pages=item.page_count, seconds=item.seconds + seconds)))
         else:
-            sparse = tuple(bm25([c.text for c in item.chunks]))
-            embedded.append(EmbeddedFile(chunked=item, vectors=vectors, sparse=sparse,
-                                         seconds=item.seconds + seconds))
+            embedded.append(EmbeddedFile(chunked=item, vectors=vectors, seconds=item.seconds + seconds))
     return group.then(STAGE, worked, files=embedded, settled=settled)
 
 
