@@ -8,7 +8,7 @@ Each chunk's BM25 vectors (words and 4-grams, ``tasks.core.sparse``; ~0.2 ms a c
 here, file by file as it is written, not in ``embed``: a task's inputs are walked object by
 object by Prefect (``visit_collection``, which keeps an entry for every object it meets), and
 ~270 term hashes and weights a chunk crossing from ``embed`` to ``store`` cost a 3,174-chunk
-group ~240 MB of peak memory and seconds of CPU.
+group ~220 MB of peak memory and seconds of CPU.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ log (durable through a crash), memory-mapped vectors and payloads, and an HNSW i
 correct before any index exists; ``maintain`` builds the index once enough points wait for it.
 
 A shard's vector config is fixed at creation, so a collection built before hybrid search (or
-before the n-gram vectors) gets its keyword vectors by a rebuild: a new shard beside it (``<name>.upgrade``) filled with the same
-points plus their keyword vectors from their text, then swapped in by two renames (the old folder is kept as
+before the 4-gram vectors) gets its keyword vectors by a rebuild: a new shard beside it
+(``<name>.upgrade``) filled with the same points plus their keyword vectors from their text,
+then swapped in by two renames (the old folder is kept as
 ``<name>.replaced`` until the swap is done; ``_recover`` finishes or undoes a swap a crash cut).
 """
 
