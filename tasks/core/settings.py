@@ -35,6 +35,12 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_COLLECTION = "documents"
 DEFAULT_CHUNK_TOKENS = 192
 DEFAULT_CHUNK_OVERLAP = 32
+# Qdrant Edge builds its graph index whenever this many points wait for it, after the file
+# that crossed the line is written, so each build (and the resident memory of the points not
+# yet indexed) covers at most about this many points however large the collection grows;
+# below it, exact search over them costs a few milliseconds. ~8k of the model's vectors also
+# pass Edge's own indexing threshold (10 MB of vectors), below which optimize() does nothing.
+EDGE_OPTIMIZE_THRESHOLD = 8_000
 #: INGEST_EMBED_PRECISION: how the runtime that embeds is chosen (``precision.choose_runtime``).
 EmbedPrecision = Literal["auto", "fp32", "bf16"]
 
@@ -98,7 +104,8 @@ class IngestSettings(BaseSettings):
     store: Literal["edge", "qdrant-local"] = Field(
         "edge", description="Embedded backend: Qdrant Edge, or qdrant-client's local mode")
     edge_optimize_threshold: int = Field(
-        20_000, ge=0, description="Unindexed points that make a run end with Edge's optimize()")
+        EDGE_OPTIMIZE_THRESHOLD, ge=0,
+        description="Points waiting for Edge's graph index that make the store build it")
     qdrant_url: str | None = Field(
         None, validation_alias=AliasChoices("QDRANT_URL", "INGEST_QDRANT_URL"),
         description="Qdrant server URL; when set, the embedded store is not used")
@@ -262,8 +269,8 @@ class StoreLocation(BaseModel):
     kind: StoreKind = "edge"
     path: str | None = None
     url: str | None = None
-    #: Edge only: unindexed points that make a run end by building the graph index.
-    optimize_threshold: int = 20_000
+    #: Edge only: points waiting for the graph index that make the store build it.
+    optimize_threshold: int = EDGE_OPTIMIZE_THRESHOLD
 
     @model_validator(mode="after")
     def _one(self) -> StoreLocation:
@@ -273,7 +280,7 @@ class StoreLocation(BaseModel):
 
     @classmethod
     def embedded(cls, kind: StoreKind, root: Path | str, *,
-                 optimize_threshold: int = 20_000) -> StoreLocation:
+                 optimize_threshold: int = EDGE_OPTIMIZE_THRESHOLD) -> StoreLocation:
         """Edge keeps one shard folder per collection under ``root/edge``; qdrant-local uses
         ``root`` itself, so both can live under one INGEST_QDRANT_PATH."""
         root = Path(root).expanduser().resolve()

@@ -76,23 +76,46 @@ def test_export_lines(tmp_path, store_backend):
 
 def test_edge_searches_exactly_before_the_index_and_the_same_after(tmp_path):
     # 384-d like the model's vectors: 8,000 of them pass Edge's default indexing threshold.
+    points = make_points(8000, dim=384)
+    queries = [points[i].vector for i in (3, 700, 7999)]
+    writer = EdgeStore(StoreLocation.embedded("edge", tmp_path, optimize_threshold=20_000))
+    try:
+        writer.ensure_collection("docs", 384)
+        writer.upsert_points("docs", points)
+        before = [[h.payload["text"] for h in writer.search("docs", dense=q, limit=5)] for q in queries]
+        assert [b[0] for b in before] == ["t3", "t700", "t7999"]  # exact, no index yet
+        assert writer.maintain("docs") is None  # below this store's threshold: exact search is cheap
+    finally:
+        writer.close()
     store = EdgeStore(StoreLocation.embedded("edge", tmp_path, optimize_threshold=1000))
     try:
-        store.ensure_collection("docs", 384)
-        points = make_points(8000, dim=384)
-        store.upsert_points("docs", points)
-        queries = [points[i].vector for i in (3, 700, 7999)]
-        before = [[h.payload["text"] for h in store.search("docs", dense=q, limit=5)] for q in queries]
-        assert [b[0] for b in before] == ["t3", "t700", "t7999"]  # exact, no index yet
         assert store.maintain("docs") == "optimized: 8000 of 8000 points indexed"
         assert store.maintain("docs") is None  # nothing waits any more
         after = [[h.payload["text"] for h in store.search("docs", dense=q, limit=5)] for q in queries]
         assert [a[0] for a in after] == ["t3", "t700", "t7999"]
-        small = EdgeStore(StoreLocation.embedded("edge", tmp_path / "small", optimize_threshold=20_000))
-        small.ensure_collection("docs", 384)
-        small.upsert_points("docs", points[:100])
-        assert small.maintain("docs") is None  # below the threshold: exact search is cheap
-        small.close()
+    finally:
+        store.close()
+
+
+def test_edge_builds_the_index_in_pieces_as_files_are_written(tmp_path):
+    # A large run must not keep every point it wrote waiting for one build at its end: each file
+    # that leaves the threshold's worth waiting builds the index for them, and the pieces stay
+    # separate segments (capped, so Edge does not merge them back into one rebuild).
+    store = EdgeStore(StoreLocation.embedded("edge", tmp_path, optimize_threshold=7000))
+    try:
+        store.ensure_collection("docs", 384)
+        points = make_points(21_000, dim=384)
+        for n in range(3):  # three "files" of 7,000 chunks
+            part = [StoredPoint(point_id(f"f{n}", j), p.vector, {**p.payload, "source": f"f{n}"}, p.sparse)
+                    for j, p in enumerate(points[n * 7000:(n + 1) * 7000])]
+            store.replace_file_points("docs", f"f{n}", part, batch_size=512)
+            info = store._shard("docs").info()
+            indexed = info.indexed_vectors_count - 2 * info.points_count  # less the BM25 vectors
+            assert indexed == 7000 * (n + 1), (n, info)
+        assert store._shard("docs").info().segments_count >= 3
+        assert store.maintain("docs") is None  # the run's end finds nothing waiting
+        for i in (5, 7001, 20_999):
+            assert store.search("docs", dense=points[i].vector, limit=1)[0].payload["text"] == f"t{i}"
     finally:
         store.close()
 

@@ -165,6 +165,10 @@ class VectorStore(abc.ABC):
         """Housekeeping after a run (index building); returns what was done, if anything."""
         return None
 
+    def _written(self, collection: str) -> None:
+        """After a file's (or a batch's) points are written, with the lock held: a backend that
+        keeps its own work bounded as a collection grows does it here."""
+
     # -- what the pipeline uses ---------------------------------------------------------
     @operation
     def ensure_collection(self, name: str, dimension: int, *, encode: SparseEncode | None = None,
@@ -238,6 +242,7 @@ class VectorStore(abc.ABC):
         for begin in range(0, len(surplus), batch_size):
             self._delete(collection, surplus[begin:begin + batch_size])
         self._set_payload(collection, [head.id], {COMPLETE: True, EXTENT: count})
+        self._written(collection)
 
     @operation
     def update_signature(self, collection: str, source: str, signature: str | None) -> None:
@@ -274,6 +279,7 @@ class VectorStore(abc.ABC):
     def upsert_points(self, collection: str, points: Sequence[StoredPoint]) -> None:
         """Write points as they are (migration between backends)."""
         self._upsert(collection, points)
+        self._written(collection)
 
     @operation
     def recorded_runtime(self, collection: str, *, sample: int = 64) -> str | None:
