@@ -120,6 +120,43 @@ def test_edge_builds_the_index_in_pieces_as_files_are_written(tmp_path):
         store.close()
 
 
+def test_edge_shard_made_before_the_segment_cap_gets_it_and_keeps_its_placement(tmp_path):
+    # A shard the previous version made (every vector, Edge's default placement, no optimizer
+    # settings): opening it adds the cap, keeps the placement (changing it would rebuild its
+    # segments) and its points stay as they were.
+    import json
+
+    from qdrant_edge import (
+        Distance,
+        EdgeConfig,
+        EdgeShard,
+        EdgeSparseVectorParams,
+        EdgeVectorParams,
+        Modifier,
+    )
+
+    from tasks.core.store.edge import CONFIG_FILE, MAX_SEGMENT_KB
+
+    store = EdgeStore(StoreLocation.embedded("edge", tmp_path))
+    folder = store._folder("docs")
+    folder.mkdir(parents=True)
+    EdgeShard.create(str(folder), EdgeConfig(
+        vectors=EdgeVectorParams(size=16, distance=Distance.Cosine),
+        sparse_vectors={n: EdgeSparseVectorParams(modifier=Modifier.Idf) for n in ("bm25", "grams")}
+    )).close()
+    points = make_points(20)
+    try:
+        store.upsert_points("docs", points)
+        stored = json.loads((folder / CONFIG_FILE).read_text())
+        assert stored["optimizers"]["max_segment_size"] == MAX_SEGMENT_KB
+        assert "memory" not in stored["vectors"][""]
+        assert all("memory" not in v for v in stored["sparse_vectors"].values())
+        assert store.search("docs", dense=points[7].vector, limit=1)[0].payload["text"] == "t7"
+        assert store.search("docs", sparse=BM25.query("t7 word7"), limit=1)[0].payload["text"] == "t7"
+    finally:
+        store.close()
+
+
 def test_edge_persists_across_reopen(tmp_path):
     location = StoreLocation.embedded("edge", tmp_path)
     store = open_store(location)

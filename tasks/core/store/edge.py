@@ -86,7 +86,7 @@ class EdgeStore(VectorStore):
                 # A shard made before the segment cap gets it (load checks and rewrites the
                 # config; the vectors must be described as they are).
                 config = self._config(int(stored["vectors"][""]["size"]),
-                                      sparse=set(stored.get("sparse_vectors") or {}))
+                                      sparse=set(stored.get("sparse_vectors") or {}), cold=False)
             shard = self._shards[collection] = EdgeShard.load(str(folder), config)
         return shard
 
@@ -116,18 +116,28 @@ class EdgeStore(VectorStore):
                                sparse=frozenset(config.get("sparse_vectors") or {}) & set(SPARSE_VECTORS))
 
     @staticmethod
-    def _config(dimension: int, sparse: Iterable[str] = SPARSE_VECTORS):
+    def _config(dimension: int, sparse: Iterable[str] = SPARSE_VECTORS, *, cold: bool = True):
+        """A shard's config. ``cold``: vectors and BM25 indexes stay in their memory-mapped
+        files, read on demand (the page cache keeps what searches touch), so the process's
+        resident memory does not grow with the collection (33k chunks on Edge alone: 558 MB
+        peak vs 661 MB in Edge's defaults, which keep BM25 indexes in RAM and load the dense
+        vectors whole; search p50 2.3 vs 3.3 ms, a first search after opening up to ~160 ms).
+        Shards made before keep their placement (changing it would rebuild their segments)."""
         from qdrant_edge import (
             Distance,
             EdgeConfig,
             EdgeOptimizersConfig,
             EdgeSparseVectorParams,
             EdgeVectorParams,
+            Memory,
             Modifier,
         )
 
-        return EdgeConfig(vectors=EdgeVectorParams(size=dimension, distance=Distance.Cosine),
-                          sparse_vectors={name: EdgeSparseVectorParams(modifier=Modifier.Idf)
+        placement = {"memory": Memory.Cold} if cold else {}
+        return EdgeConfig(vectors=EdgeVectorParams(size=dimension, distance=Distance.Cosine,
+                                                   **placement),
+                          sparse_vectors={name: EdgeSparseVectorParams(modifier=Modifier.Idf,
+                                                                       **placement)
                                           for name in sparse},
                           optimizers=EdgeOptimizersConfig(max_segment_size=MAX_SEGMENT_KB))
 
