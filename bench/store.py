@@ -5,8 +5,9 @@
 For each backend: write N points (384-d unit vectors clustered around 1,000 topics, seeded;
 payloads shaped like the pipeline's, ~800 characters of text), then, in a fresh child process so memory is that of one
 store, measure the time to open it, the resident memory after opening, and the median latency
-of searches through the pipeline's store API. Edge is measured before and after its index is
-built (``maintain``). Recall@10 of each search against exact numpy search is reported too.
+of searches through the pipeline's store API. Edge builds its index in pieces while the points
+are written (whenever ``INGEST_EDGE_OPTIMIZE_THRESHOLD`` points wait); it is measured as written
+and after the end-of-run ``maintain`` has indexed what still waited. Recall@10 of each search against exact numpy search is reported too.
 The last line is JSON.
 """
 
@@ -142,9 +143,9 @@ def main() -> None:
         built = child(args.points, "build", kind, root, "0")
         rows[kind] = {**built, **child(args.points, "measure", kind, root, "0")}
         if kind == "edge":
-            indexed = child(args.points, "measure", kind, root, "1")  # builds the index, then searches
-            rows["edge (indexed)"] = {"write_s": built["write_s"], **indexed}
-            rows["edge (indexed, reopened)"] = {"write_s": built["write_s"], **child(args.points, "measure", kind, root, "0")}
+            indexed = child(args.points, "measure", kind, root, "1")  # indexes what waits, then searches
+            rows["edge (maintained)"] = {"write_s": built["write_s"], **indexed}
+            rows["edge (maintained, reopened)"] = {"write_s": built["write_s"], **child(args.points, "measure", kind, root, "0")}
 
     print(f"{args.points} points, {DIM}-d, {QUERIES} searches (k=10) through the store API")
     header = f"{'backend':<26}{'write s':>9}{'open s':>8}{'RSS open MB':>12}{'search ms p50':>14}{'p95':>7}{'recall@10':>10}"
@@ -152,10 +153,10 @@ def main() -> None:
     for name, r in rows.items():
         print(f"{name:<26}{r['write_s']:>9.1f}{r['open_s']:>8.2f}{r['rss_after_open_mb']:>12.0f}"
               f"{r['search_median_ms']:>14.2f}{r['search_p95_ms']:>7.2f}{r['recall_at_10']:>10.3f}")
-    if "optimize_s" in rows.get("edge (indexed)", {}):
-        print(f"edge optimize(): {rows['edge (indexed)']['optimize_s']:.1f} s "
-              f"({rows['edge (indexed)'].get('maintain')})")
-    edge, local = rows["edge (indexed, reopened)"], rows["qdrant-local"]
+    if "optimize_s" in rows.get("edge (maintained)", {}):
+        print(f"edge maintain: {rows['edge (maintained)']['optimize_s']:.1f} s "
+              f"({rows['edge (maintained)'].get('maintain') or 'nothing waited'})")
+    edge, local = rows["edge (maintained, reopened)"], rows["qdrant-local"]
     print(json.dumps({"points": args.points, "edge_open_s": round(edge["open_s"], 3),
                       "edge_search_median_ms": round(edge["search_median_ms"], 2),
                       "edge_rss_after_open_mb": round(edge["rss_after_open_mb"]),
