@@ -44,6 +44,11 @@ HEAD_INDEX = 0  # a file's chunk 0 is its head point: it carries the file's comm
 RRF_K = 60
 #: By vector name ("" is the dense one).
 RRF_WEIGHTS = {"": 0.999, SPARSE_VECTOR: 1.0, GRAMS_VECTOR: 0.998}
+#: Candidates the dense search explores in an HNSW graph (Qdrant's ``hnsw_ef``). With the
+#: engine's default (as 128) the eval collection, once indexed, lost dense recall@5 0.901 ->
+#: 0.876 against exact search (160: 0.893); 256 matched exact search on every metric, for
+#: ~2 ms more per search at 20k chunks (`bench.search`: hybrid p50 30.9 vs 28.3 ms).
+HNSW_EF = 256
 
 
 @dataclass

@@ -30,6 +30,7 @@ from tasks.core.payload import SOURCE
 from tasks.core.settings import StoreLocation
 from tasks.core.sparse import SPARSE_VECTORS, Keywords, Sparse, SparseEncode
 from tasks.core.store.base import (
+    HNSW_EF,
     RRF_K,
     RRF_WEIGHTS,
     CollectionShape,
@@ -245,21 +246,24 @@ class EdgeStore(VectorStore):
 
     def _query(self, collection: str, dense: Sequence[float] | None, sparse: dict[str, Sparse],
                limit: int, prefetch: int) -> list[SearchHit]:
-        from qdrant_edge import Fusion, Prefetch, Query, QueryRequest, SparseVector
+        from qdrant_edge import Fusion, Prefetch, Query, QueryRequest, SearchParams, SparseVector
 
-        queries = {}
+        queries, params = {}, {}
         if dense is not None:
             queries[""] = Query.Nearest(list(dense))
+            params[""] = SearchParams(hnsw_ef=HNSW_EF)
         for name, vector in sparse.items():
             queries[name] = Query.Nearest(SparseVector(list(vector.indices), list(vector.values)),
                                           using=name)
         if len(queries) == 1:
-            request = QueryRequest(limit=limit, query=next(iter(queries.values())), with_payload=True)
-        else:
-            request = QueryRequest(limit=limit, prefetches=[Prefetch(limit=prefetch, query=q)
-                                                            for q in queries.values()],
-                                   query=Fusion.Rrf(k=RRF_K, weights=[RRF_WEIGHTS[n] for n in queries]),
+            (name, query), = queries.items()
+            request = QueryRequest(limit=limit, query=query, params=params.get(name),
                                    with_payload=True)
+        else:
+            request = QueryRequest(limit=limit, prefetches=[
+                Prefetch(limit=prefetch, query=q, params=params.get(n)) for n, q in queries.items()],
+                query=Fusion.Rrf(k=RRF_K, weights=[RRF_WEIGHTS[n] for n in queries]),
+                with_payload=True)
         points = self._shard(collection).query(request)
         return [SearchHit(score=p.score, payload=p.payload or {}) for p in points]
 

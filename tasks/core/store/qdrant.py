@@ -26,6 +26,7 @@ from tasks.core.payload import SOURCE
 from tasks.core.settings import StoreLocation
 from tasks.core.sparse import SPARSE_VECTORS, Keywords, Sparse, SparseEncode
 from tasks.core.store.base import (
+    HNSW_EF,
     RRF_K,
     RRF_WEIGHTS,
     CollectionShape,
@@ -196,11 +197,14 @@ class QdrantClientStore(VectorStore):
         searches = {}
         if dense is not None:
             searches[""] = {"query": list(dense)}
+            if not self.embedded:  # local mode searches exactly (and warns about the setting)
+                searches[""]["params"] = models.SearchParams(hnsw_ef=HNSW_EF)
         for name, vector in sparse.items():
             searches[name] = {"query": self._wire(vector), "using": name}
         if len(searches) == 1:
+            search = dict(next(iter(searches.values())))
             response = self.client.query_points(collection, limit=limit, with_payload=True,
-                                                **next(iter(searches.values())))
+                                                search_params=search.pop("params", None), **search)
         else:
             response = self.client.query_points(
                 collection, limit=limit, with_payload=True,
