@@ -131,6 +131,25 @@ def store_location(store_path, store_backend):
     return StoreLocation.embedded(store_backend, store_path)
 
 
+def create_edge_shard(store, collection: str, dim: int, sparse: tuple[str, ...] = ()) -> None:
+    """An Edge shard as earlier versions made it: Edge's default memory placement and optimizer
+    settings, the dense vector and the BM25 vectors named in ``sparse``."""
+    from qdrant_edge import (
+        Distance,
+        EdgeConfig,
+        EdgeShard,
+        EdgeSparseVectorParams,
+        EdgeVectorParams,
+        Modifier,
+    )
+
+    folder = store._folder(collection)
+    folder.mkdir(parents=True)
+    store._shards[collection] = EdgeShard.create(str(folder), EdgeConfig(
+        vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine),
+        sparse_vectors={name: EdgeSparseVectorParams(modifier=Modifier.Idf) for name in sparse} or None))
+
+
 def create_pre_hybrid(store, collection: str, dim: int = 8, *, words: bool = False) -> None:
     """A collection as the pipeline built it before hybrid search: the dense vector only; with
     ``words``, as it built it before the n-gram vectors: dense and the words' BM25 vector."""
@@ -138,20 +157,7 @@ def create_pre_hybrid(store, collection: str, dim: int = 8, *, words: bool = Fal
     from tasks.core.store.edge import EdgeStore
 
     if isinstance(store, EdgeStore):
-        from qdrant_edge import (
-            Distance,
-            EdgeConfig,
-            EdgeShard,
-            EdgeSparseVectorParams,
-            EdgeVectorParams,
-            Modifier,
-        )
-
-        folder = store._folder(collection)
-        folder.mkdir(parents=True)
-        store._shards[collection] = EdgeShard.create(str(folder), EdgeConfig(
-            vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine),
-            sparse_vectors={SPARSE_VECTOR: EdgeSparseVectorParams(modifier=Modifier.Idf)} if words else None))
+        create_edge_shard(store, collection, dim, (SPARSE_VECTOR,) if words else ())
     else:
         from qdrant_client import models
 

@@ -1,17 +1,21 @@
 """Across backends: migration without re-embedding, export, and Edge's own behaviour
-(index building on demand, exact search before it, persistence across reopen)."""
+(the index built in pieces as files are written, exact search before it, the segment
+cap given to shards made before it, persistence across reopen)."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
 from tasks.core.ids import point_id
 from tasks.core.settings import StoreLocation
-from tasks.core.sparse import Bm25Encoder
+from tasks.core.sparse import SPARSE_VECTORS, Bm25Encoder
 from tasks.core.store import StoredPoint, open_store
-from tasks.core.store.edge import EdgeStore
+from tasks.core.store.edge import CONFIG_FILE, MAX_SEGMENT_KB, EdgeStore
 from tasks.core.transfer import copy_collection, export_records
+from tests.conftest import create_edge_shard
 
 pytestmark = [pytest.mark.integration, pytest.mark.store]
 BM25 = Bm25Encoder()
@@ -124,26 +128,10 @@ def test_edge_shard_made_before_the_segment_cap_gets_it_and_keeps_its_placement(
     # A shard the previous version made (every vector, Edge's default placement, no optimizer
     # settings): opening it adds the cap, keeps the placement (changing it would rebuild its
     # segments) and its points stay as they were.
-    import json
-
-    from qdrant_edge import (
-        Distance,
-        EdgeConfig,
-        EdgeShard,
-        EdgeSparseVectorParams,
-        EdgeVectorParams,
-        Modifier,
-    )
-
-    from tasks.core.store.edge import CONFIG_FILE, MAX_SEGMENT_KB
-
     store = EdgeStore(StoreLocation.embedded("edge", tmp_path))
+    create_edge_shard(store, "docs", 16, SPARSE_VECTORS)
+    store._shards.pop("docs").close()  # opened afresh below, as by a new process
     folder = store._folder("docs")
-    folder.mkdir(parents=True)
-    EdgeShard.create(str(folder), EdgeConfig(
-        vectors=EdgeVectorParams(size=16, distance=Distance.Cosine),
-        sparse_vectors={n: EdgeSparseVectorParams(modifier=Modifier.Idf) for n in ("bm25", "grams")}
-    )).close()
     points = make_points(20)
     try:
         store.upsert_points("docs", points)
