@@ -105,20 +105,22 @@ def test_edge_builds_the_index_in_pieces_as_files_are_written(tmp_path):
     # A large run must not keep every point it wrote waiting for one build at its end: each file
     # that leaves the threshold's worth waiting builds the index for them, and the pieces stay
     # separate segments (capped, so Edge does not merge them back into one rebuild).
-    store = EdgeStore(StoreLocation.embedded("edge", tmp_path, optimize_threshold=7000))
+    # Wide vectors: 2,000 of them pass Edge's own indexing threshold (10 MB of vectors), so the
+    # test builds three small pieces rather than three of the model's 8,000.
+    store = EdgeStore(StoreLocation.embedded("edge", tmp_path, optimize_threshold=2000))
     try:
-        store.ensure_collection("docs", 384)
-        points = make_points(21_000, dim=384)
-        for n in range(3):  # three "files" of 7,000 chunks
+        store.ensure_collection("docs", 1536)
+        points = make_points(6000, dim=1536)
+        for n in range(3):  # three "files" of 2,000 chunks
             part = [StoredPoint(point_id(f"f{n}", j), p.vector, {**p.payload, "source": f"f{n}"}, p.sparse)
-                    for j, p in enumerate(points[n * 7000:(n + 1) * 7000])]
+                    for j, p in enumerate(points[n * 2000:(n + 1) * 2000])]
             store.replace_file_points("docs", f"f{n}", part, batch_size=512)
             info = store._shard("docs").info()
             indexed = info.indexed_vectors_count - 2 * info.points_count  # less the BM25 vectors
-            assert indexed == 7000 * (n + 1), (n, info)
+            assert indexed == 2000 * (n + 1), (n, info)
         assert store._shard("docs").info().segments_count >= 3
         assert store.maintain("docs") is None  # the run's end finds nothing waiting
-        for i in (5, 7001, 20_999):
+        for i in (5, 2001, 5999):
             assert store.search("docs", dense=points[i].vector, limit=1)[0].payload["text"] == f"t{i}"
     finally:
         store.close()
