@@ -12,6 +12,7 @@ server outlives it. Latency and throughput are printed (``-s``) for the closing 
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 import statistics
@@ -116,7 +117,7 @@ def test_concurrent_uploads_on_a_busy_machine(cli_env, tmp_path, cpu_hogs, store
             assert sorted(r["file"] for r in rows) == sorted(n for n, _ in files)  # one row each
             assert len({r["stored_as"] for r in rows}) == len(files)
             broken = [r for r in rows if r["file"].startswith("broken-")]
-            assert {r["reason"] for r in broken} == {"corrupt"}, broken  # with the detail
+            assert {r["reason"] for r in broken} == {"corrupt"}, json.dumps(broken)  # the detail
             assert {r["reason"] for r in rows if r["file"].endswith(".png")} <= {"unsupported_type"}
             again = httpx.get(f"{base}/runs/{reply.json()['run_id']}", timeout=60).json()
             assert again["state"] == "COMPLETED"
