@@ -145,9 +145,10 @@ def create_edge_shard(store, collection: str, dim: int, sparse: tuple[str, ...] 
 
     folder = store._folder(collection)
     folder.mkdir(parents=True)
-    store._shards[collection] = EdgeShard.create(str(folder), EdgeConfig(
+    EdgeShard.create(str(folder), EdgeConfig(  # closed: the store opens it as it finds it
         vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine),
-        sparse_vectors={name: EdgeSparseVectorParams(modifier=Modifier.Idf) for name in sparse} or None))
+        sparse_vectors={name: EdgeSparseVectorParams(modifier=Modifier.Idf) for name in sparse} or None,
+    )).close()
 
 
 def create_pre_hybrid(store, collection: str, dim: int = 8, *, words: bool = False) -> None:

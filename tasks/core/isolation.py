@@ -20,8 +20,10 @@ import contextlib
 import logging
 import multiprocessing
 import signal
+import threading
 from collections.abc import Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from types import FrameType
 
 from tasks.core.errors import FileRejected
@@ -130,18 +132,39 @@ def _parse_pdf(data: bytes, max_pages: int, max_chars: int | None, memory_mb: in
 
 class ParsePool:
     """A process pool that parses PDFs under limits; thread-safe. A process holds one
-    (``resources.Resources.parse_pdf``), started on first use."""
+    (``resources.Resources.parse_pdf``), started on first use.
+
+    A pebble pool that breaks stays broken: a worker killed while idle (the kernel's OOM
+    killer, an operator) or one that cannot be started leaves every later ``schedule`` failing
+    — in a long-lived API process, every later PDF. So a broken pool is replaced by a new one
+    and the file that met the breakage is parsed again there, once; if the new pool breaks on
+    it too, the file fails as ``parser_crashed`` (it may be what breaks them).
+    """
 
     def __init__(self, *, workers: int, timeout_s: float, memory_mb: int) -> None:
-        from pebble import ProcessPool
-
+        self.workers = workers
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
+        #: How many times a broken pool was replaced (tests and logs read it).
+        self.restarts = 0
+        self._lock = threading.Lock()
+        self._closed = False
+        self._pool = self._new_pool()
+
+    def _new_pool(self):
+        from pebble import ProcessPool
+
         # forkserver: workers are forked from a small clean process, not from this one with its
         # model, threads and sockets (fork would copy those; spawn would start slower).
-        self._pool = ProcessPool(max_workers=workers, max_tasks=TASKS_PER_WORKER,
-                                 initializer=_limit_memory, initargs=(memory_mb,),
-                                 context=multiprocessing.get_context("forkserver"))
+        return ProcessPool(max_workers=self.workers, max_tasks=TASKS_PER_WORKER,
+                           initializer=_limit_memory, initargs=(self.memory_mb,),
+                           context=multiprocessing.get_context("forkserver"))
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the current pool takes work (false once it broke, until the next parse
+        replaces it)."""
+        return self._pool.active
 
     def read_pdf(self, data: bytes, *, max_pages: int, max_chars: int | None = None,
                  ocr: OcrConfig | None = None) -> Document:
@@ -151,22 +174,61 @@ class ParsePool:
         # OCR pages have CPU budgets of their own: the backstop allows for all of them.
         ocr_s = 0.0 if ocr is None or ocr.mode == "off" else ocr.page_timeout_s * ocr.max_pages
         wall_s = (self.timeout_s + ocr_s) * WALL_FACTOR + WALL_SLACK_S
-        future = self._pool.schedule(
-            _parse_pdf, args=(data, max_pages, max_chars, self.memory_mb, self.timeout_s, ocr),
-            timeout=wall_s)
-        try:
-            return future.result()
-        except FutureTimeout:
-            raise FileRejected(Reason.TIMEOUT, f"parsing took more than {wall_s:g} s of wall time "
-                                               "(10 × the CPU limits + 60); abandoned") from None
-        except ProcessExpired as exc:
-            how = (f"signal {signal.Signals(-exc.exitcode).name}" if exc.exitcode and exc.exitcode < 0
-                   else f"exit code {exc.exitcode}")
-            raise FileRejected(Reason.PARSER_CRASHED, f"the parser process died ({how})") from None
+        args = (data, max_pages, max_chars, self.memory_mb, self.timeout_s, ocr)
+        broken: BaseException | None = None
+        for _ in range(2):
+            pool = self._pool
+            try:
+                future = pool.schedule(_parse_pdf, args=args, timeout=wall_s)
+            except RuntimeError as exc:  # broken before this file (or closed: re-raised below)
+                broken = exc
+            else:
+                try:
+                    return future.result()
+                except FutureTimeout:
+                    raise FileRejected(Reason.TIMEOUT, f"parsing took more than {wall_s:g} s of "
+                                       "wall time (10 × the CPU limits + 60); abandoned") from None
+                except ProcessExpired as exc:
+                    how = (f"signal {signal.Signals(-exc.exitcode).name}"
+                           if exc.exitcode and exc.exitcode < 0 else f"exit code {exc.exitcode}")
+                    raise FileRejected(Reason.PARSER_CRASHED,
+                                       f"the parser process died ({how})") from None
+                except BrokenProcessPool as exc:  # broke while this file waited or ran
+                    broken = exc
+            self._replace(pool, broken)
+        raise FileRejected(Reason.PARSER_CRASHED, "the parse workers broke twice on this file "
+                                                  f"({_describe(broken)})")
+
+    def _replace(self, pool, error: BaseException | None) -> None:
+        """Put a new pool in place of ``pool`` if it is still the current one (threads that
+        met the same breakage replace it once); a closed ``ParsePool`` re-raises ``error``."""
+        with self._lock:
+            if self._closed:
+                raise error or RuntimeError("the parse pool is closed")
+            if self._pool is not pool:
+                return
+            log.warning("the PDF parse workers broke (%s); starting new ones", _describe(error))
+            self._pool = self._new_pool()
+            self.restarts += 1
+        pool.stop()
+        pool.join(timeout=10)
 
     def close(self) -> None:
-        self._pool.stop()
-        self._pool.join(timeout=10)
+        with self._lock:
+            self._closed = True
+            pool = self._pool
+        pool.stop()
+        pool.join(timeout=10)
+
+
+def _describe(error: BaseException | None) -> str:
+    """An error and what caused it, on one line (pebble's ``BrokenProcessPool`` is often
+    empty: the ``OSError`` behind it says what happened)."""
+    if error is None:
+        return "unknown error"
+    text = f"{type(error).__name__}: {error}".rstrip(": ")
+    cause = error.__cause__ or error.__context__
+    return text if cause is None else f"{text}, caused by {type(cause).__name__}: {cause}"
 
 
 def isolation_available() -> bool:

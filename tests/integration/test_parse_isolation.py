@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import MIXED, make_config, run_all
+from tests.conftest import MIXED, make_config, run_all, wait_until
 from tests.data.generate import operator_flood_pdf
 
 pytestmark = pytest.mark.integration
@@ -87,3 +87,29 @@ def test_a_killed_parser_costs_its_own_file_only(store_path, batch):
                                    "b-flood.pdf": ("failed", "parser_crashed"),
                                    "c-heat.txt": ("indexed", "ok")}
     assert "SIGKILL" in outcomes["b-flood.pdf"].detail
+
+
+def test_a_worker_killed_while_idle_does_not_break_later_parses():
+    # pebble takes an idle worker's death (the OOM killer, an operator) for a broken pool and
+    # refuses all later work: in a long-lived API, every later PDF would fail.
+    from tasks.core.errors import FileRejected
+    from tasks.core.isolation import ParsePool
+
+    before = {child.pid for child in multiprocessing.active_children()}
+    pool = ParsePool(workers=2, timeout_s=600.0, memory_mb=1024)
+    try:
+        guide = (MIXED / "alpine-lakes.pdf").read_bytes()
+        first = pool.read_pdf(guide, max_pages=100)
+        workers = [c for c in multiprocessing.active_children()
+                   if c.name == "pebble_pool_worker" and c.pid not in before]
+        assert len(workers) == 2
+        os.kill(workers[0].pid, signal.SIGKILL)
+        wait_until(lambda: not pool.healthy, timeout=300, what="pebble to see the worker die")
+
+        assert pool.read_pdf(guide, max_pages=100).pages == first.pages  # on a new pool
+        assert pool.restarts == 1 and pool.healthy
+        with pytest.raises(FileRejected) as rejected:
+            pool.read_pdf((MIXED / "corrupt.pdf").read_bytes(), max_pages=100)
+        assert rejected.value.reason.value == "corrupt"
+    finally:
+        pool.close()

@@ -131,8 +131,7 @@ def test_edge_shard_made_before_the_segment_cap_gets_it_and_keeps_its_placement(
     # settings): opening it adds the cap, keeps the placement (changing it would rebuild its
     # segments) and its points stay as they were.
     store = EdgeStore(StoreLocation.embedded("edge", tmp_path))
-    create_edge_shard(store, "docs", 16, SPARSE_VECTORS)
-    store._shards.pop("docs").close()  # opened afresh below, as by a new process
+    create_edge_shard(store, "docs", 16, SPARSE_VECTORS)  # closed: opened below as found
     folder = store._folder("docs")
     points = make_points(20)
     try:

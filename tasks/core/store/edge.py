@@ -59,6 +59,9 @@ class EdgeStore(VectorStore):
         # this, exact search over them costs a few milliseconds and indexing would cost more.
         self.optimize_threshold = location.optimize_threshold
         self._shards: dict[str, Any] = {}
+        # Vectors each point of an open shard has (dense + BM25), read with its config when
+        # opened: ``_build_index`` needs it after every file written.
+        self._per_point: dict[str, int] = {}
 
     def _folder(self, collection: str) -> Path:
         return self.root / collection
@@ -89,6 +92,8 @@ class EdgeStore(VectorStore):
                 config = self._config(int(stored["vectors"][""]["size"]),
                                       sparse=set(stored.get("sparse_vectors") or {}), cold=False)
             shard = self._shards[collection] = EdgeShard.load(str(folder), config)
+            self._per_point[collection] = 1 + len(set(stored.get("sparse_vectors") or {})
+                                                  & set(SPARSE_VECTORS))
         return shard
 
     def _recover(self, collection: str) -> None:
@@ -152,6 +157,7 @@ class EdgeStore(VectorStore):
 
     def _create(self, collection: str, dimension: int) -> None:
         self._shards[collection] = self._new_shard(self._folder(collection), dimension)
+        self._per_point[collection] = 1 + len(SPARSE_VECTORS)
 
     def _add_sparse(self, collection: str, shape: CollectionShape, encode: SparseEncode) -> int:
         from qdrant_edge import EdgeShard, UpdateOperation
@@ -279,14 +285,13 @@ class EdgeStore(VectorStore):
         self._build_index(collection)
 
     def _build_index(self, collection: str) -> str | None:
-        shape = self._vectors_config(collection)
-        if shape is None:
+        if collection not in self._shards and self._vectors_config(collection) is None:
             return None
         shard = self._shard(collection)
         # Edge counts indexed vectors of every name, and BM25 vectors (every point has each,
         # empty or not) are indexed as they are written: the dense vectors waiting are what
         # is left.
-        per_point = 1 + len(shape.sparse)
+        per_point = self._per_point[collection]
         info = shard.info()
         waiting = info.points_count * per_point - info.indexed_vectors_count
         if waiting < self.optimize_threshold or not shard.optimize():
