@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -39,6 +40,11 @@ TASKS_PER_WORKER = 200
 RESERVE_BYTES = 32 * 1024 * 1024
 # The wall-clock backstop: this many times the CPU limit, plus a minute.
 WALL_FACTOR, WALL_SLACK_S = 10, 60.0
+# sockaddr_un.sun_path: 107 bytes and a NUL. The forkserver binds its socket at
+# <temporary folder>/pymp-XXXXXXXX/listener-XXXXXXXX, 32 bytes past the folder.
+SUN_PATH_MAX, FORKSERVER_SUFFIX, LISTENER_SUFFIX = 107, 32, 18
+SHORT_TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+_socket_dir_lock = threading.Lock()
 
 
 class _OutOfCpu(BaseException):
@@ -54,7 +60,6 @@ def _limit_memory(memory_mb: int) -> None:
     """Worker initializer: cap the address space, so a runaway parse fails with MemoryError;
     and yield the CPU to the embedding model, which is the bottleneck: torch's threads wait for
     each other at every operation, so a parse that preempts one of them stalls them all."""
-    import os
     import resource
 
     os.nice(10)
@@ -154,6 +159,7 @@ class ParsePool:
     def _new_pool(self):
         from pebble import ProcessPool
 
+        _fit_socket_dir()
         # forkserver: workers are forked from a small clean process, not from this one with its
         # model, threads and sockets (fork would copy those; spawn would start slower).
         return ProcessPool(max_workers=self.workers, max_tasks=TASKS_PER_WORKER,
@@ -219,6 +225,39 @@ class ParsePool:
             pool = self._pool
         pool.stop()
         pool.join(timeout=10)
+
+
+def _fit_socket_dir() -> None:
+    """Give multiprocessing a folder short enough for the forkserver's socket.
+
+    Python before 3.14 puts it in the temporary folder (``TMPDIR``) whatever its length
+    (CPython #132124): past 75 bytes the socket cannot be bound, no parse worker ever starts
+    and every PDF fails — seen under pytest-xdist, where a test's ``TMPDIR`` is ~77 bytes, and
+    as likely in a deep container or CI workspace. Then a ``pymp-`` folder in the first short
+    system folder holds it (removed at exit, as multiprocessing does its own).
+    """
+    import shutil
+    import tempfile
+    from multiprocessing import process, util
+
+    with _socket_dir_lock:
+        config = process.current_process()._config  # where get_temp_dir() keeps its choice
+        chosen = config.get("tempdir")
+        needed = (len(os.fsencode(chosen)) + LISTENER_SUFFIX if chosen
+                  else len(os.fsencode(tempfile.gettempdir())) + FORKSERVER_SUFFIX)
+        if needed <= SUN_PATH_MAX:
+            return
+        for base in SHORT_TEMP_DIRS:
+            if len(base) + FORKSERVER_SUFFIX <= SUN_PATH_MAX and os.access(base, os.W_OK | os.X_OK):
+                folder = tempfile.mkdtemp(prefix="pymp-", dir=base)
+                util.Finalize(None, shutil.rmtree, args=(folder, True), exitpriority=-100)
+                config["tempdir"] = folder
+                log.info("the temporary folder is too long for a socket (%d bytes): parse "
+                         "workers are started through %s", needed, folder)
+                return
+        log.warning("the temporary folder is too long for the parse workers' socket (%d bytes "
+                    "of %d) and none of %s is writable: set TMPDIR to a shorter folder",
+                    needed, SUN_PATH_MAX, ", ".join(SHORT_TEMP_DIRS))
 
 
 def _describe(error: BaseException | None) -> str:

@@ -7,8 +7,11 @@ import multiprocessing
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,8 @@ from tests.conftest import MIXED, make_config, run_all, wait_until
 from tests.data.generate import operator_flood_pdf
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
@@ -113,3 +118,27 @@ def test_a_worker_killed_while_idle_does_not_break_later_parses():
         assert rejected.value.reason.value == "corrupt"
     finally:
         pool.close()
+
+
+def test_pdfs_parse_under_a_temporary_folder_too_long_for_a_socket(tmp_path):
+    # Python < 3.14 binds the forkserver's socket inside TMPDIR: past 75 bytes no worker could
+    # start and every PDF failed (a test's TMPDIR under pytest-xdist is ~77). A fresh process:
+    # multiprocessing chooses its folder once per process.
+    long_tmp = tmp_path / ("t" * (80 - len(str(tmp_path))) if len(str(tmp_path)) < 76 else "t")
+    long_tmp.mkdir()
+    assert len(str(long_tmp)) >= 80
+    script = (
+        "from pathlib import Path\n"
+        "from tasks.core.isolation import ParsePool\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ParsePool(workers=1, timeout_s=600.0, memory_mb=1024)\n"
+        f"    doc = pool.read_pdf(Path({str(MIXED / 'alpine-lakes.pdf')!r}).read_bytes(), max_pages=100)\n"
+        "    pool.close()\n"
+        "    print('pages', len(doc.pages))\n")
+    (tmp_path / "parse.py").write_text(script)
+    done = subprocess.run([sys.executable, str(tmp_path / "parse.py")], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT,
+                          env={**os.environ, "TMPDIR": str(long_tmp), "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["pages", "4"]
+    assert not [p for p in long_tmp.rglob("*") if p.is_file()]  # the socket went elsewhere
