@@ -92,8 +92,7 @@ class EdgeStore(VectorStore):
                 config = self._config(int(stored["vectors"][""]["size"]),
                                       sparse=set(stored.get("sparse_vectors") or {}), cold=False)
             shard = self._shards[collection] = EdgeShard.load(str(folder), config)
-            self._per_point[collection] = 1 + len(set(stored.get("sparse_vectors") or {})
-                                                  & set(SPARSE_VECTORS))
+            self._per_point[collection] = _vectors_per_point(stored.get("sparse_vectors") or {})
         return shard
 
     def _recover(self, collection: str) -> None:
@@ -157,7 +156,7 @@ class EdgeStore(VectorStore):
 
     def _create(self, collection: str, dimension: int) -> None:
         self._shards[collection] = self._new_shard(self._folder(collection), dimension)
-        self._per_point[collection] = 1 + len(SPARSE_VECTORS)
+        self._per_point[collection] = _vectors_per_point(SPARSE_VECTORS)
 
     def _add_sparse(self, collection: str, shape: CollectionShape, encode: SparseEncode) -> int:
         from qdrant_edge import EdgeShard, UpdateOperation
@@ -311,3 +310,9 @@ class EdgeStore(VectorStore):
                     shard.flush()
                     shard.close()
             self._shards.clear()
+
+
+def _vectors_per_point(sparse: Iterable[str]) -> int:
+    """How many vectors Edge indexes for each point of a shard with ``sparse`` vectors: the
+    dense one and this tool's BM25 vectors."""
+    return 1 + len(set(sparse) & set(SPARSE_VECTORS))
