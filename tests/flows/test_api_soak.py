@@ -159,7 +159,9 @@ def test_concurrent_uploads_on_a_busy_machine(cli_env, tmp_path, cpu_hogs, store
     assert {display_name(source) for source in by_source} <= landed
     assert not any(name.startswith(".") for name in landed)  # no half-written upload
     # Nothing written elsewhere: no file in the working folder, no spooled upload left in the
-    # temporary folder (which holds only empty folders and sockets of torch and multiprocessing).
+    # temporary folder (which holds only empty folders and sockets of torch and multiprocessing;
+    # under pytest-xdist this TMPDIR is too long for a socket, and the parse workers' forkserver
+    # binds its socket in a folder of /tmp instead: tasks.core.isolation._fit_socket_dir).
     assert not any(work.iterdir())
     assert not [p for p in temp.rglob("*") if p.is_file() and not p.is_socket()]
 
