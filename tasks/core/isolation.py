@@ -265,7 +265,7 @@ def _describe(error: BaseException | None) -> str:
     empty: the ``OSError`` behind it says what happened)."""
     if error is None:
         return "unknown error"
-    text = f"{type(error).__name__}: {error}".rstrip(": ")
+    text = type(error).__name__ + (f": {error}" if str(error) else "")
     cause = error.__cause__ or error.__context__
     return text if cause is None else f"{text}, caused by {type(cause).__name__}: {cause}"
 

@@ -124,7 +124,7 @@ def test_pdfs_parse_under_a_temporary_folder_too_long_for_a_socket(tmp_path):
     # Python < 3.14 binds the forkserver's socket inside TMPDIR: past 75 bytes no worker could
     # start and every PDF failed (a test's TMPDIR under pytest-xdist is ~77). A fresh process:
     # multiprocessing chooses its folder once per process.
-    long_tmp = tmp_path / ("t" * (80 - len(str(tmp_path))) if len(str(tmp_path)) < 76 else "t")
+    long_tmp = tmp_path / ("t" * max(1, 80 - len(str(tmp_path))))
     long_tmp.mkdir()
     assert len(str(long_tmp)) >= 80
     script = (
