@@ -26,7 +26,7 @@ from tokenizers import Tokenizer
 from tasks.core.batching import plan_batches
 from tasks.core.errors import ModelError
 from tasks.core.ids import runtime_label
-from tasks.core.openvino_runtime import OpenVinoTransformer, conversion_key, unsupported_reason
+from tasks.core.openvino_runtime import OpenVinoTransformer, conversion_folder, unsupported_reason
 from tasks.core.scheduling import ModelThread
 from tasks.core.settings import DEFAULT_MODEL
 
@@ -139,6 +139,10 @@ class Embedder:
         """
         return self.embed_timed(texts, token_counts, batch_size=batch_size)[0]
 
+    def embed_query(self, text: str) -> np.ndarray:
+        """The normalised vector of one search query."""
+        return self.embed([text], [len(text)], batch_size=1)[0]
+
     def embed_timed(self, texts: list[str], token_counts: list[int], *,
                     batch_size: int) -> tuple[np.ndarray, float]:
         """``embed``, and the seconds the model worked on it (not counting the wait for
@@ -187,11 +191,10 @@ def make_embedder(name: str, loaded: LoadedModel, runtime: str, *,
             raise ModelError(f"bf16 on OpenVINO is not available for {name}: {reason}")
         import torch
 
-        key = conversion_key(loaded.location) if cache_dir is not None else None
+        cache = conversion_folder(cache_dir, loaded.location) if cache_dir is not None else None
         return Embedder(name=name, loaded=loaded, precision="bf16", backend="openvino",
                         compiled=OpenVinoTransformer(
-                            loaded.model, "bf16", threads=torch.get_num_threads(),
-                            cache=cache_dir / "openvino" / key if key else None))
+                            loaded.model, "bf16", threads=torch.get_num_threads(), cache=cache))
     raise ModelError(f"unknown embedding runtime {runtime!r} (expected one of {', '.join(RUNTIMES)})")
 
 

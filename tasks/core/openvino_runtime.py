@@ -66,32 +66,15 @@ class OpenVinoTransformer:
         if reason:
             raise ModelError(f"cannot run the model in OpenVINO: {reason}")
         import openvino as ov
-        import torch
 
         self.model = model
         self.transformer = model[0]
-        example = model.preprocess(["an example sentence", "and a second, longer example sentence"])
-        accepted = inspect.signature(self.transformer.model.forward).parameters
-        self.input_names = [name for name, value in example.items()
-                            if isinstance(value, torch.Tensor) and name in accepted]
-        if not set(self.input_names) <= TOKEN_INPUTS or "input_ids" not in self.input_names:
-            raise ModelError(f"cannot run the model in OpenVINO: inputs {self.input_names}")
+        example = trace_example(model)
+        self.input_names = list(example)
         core = ov.Core()
         try:
-            converted = _cached(core, cache / "model.xml") if cache is not None else None
-            if converted is None:
-                wrapper = _last_hidden_state_module(self.transformer.model).eval()
-                with torch.no_grad(), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # tracer warnings about shape-dependent branches
-                    converted = ov.convert_model(
-                        wrapper, example_input={n: example[n] for n in self.input_names})
-                if cache is not None:
-                    _keep(converted, cache)
-            self.compiled = core.compile_model(converted, "CPU", {
-                "INFERENCE_PRECISION_HINT": _HINTS[precision],
-                "PERFORMANCE_HINT": "LATENCY",  # one request at a time, on every core
-                "INFERENCE_NUM_THREADS": threads,
-            })
+            converted = convert(core, self.transformer, example, cache)
+            self.compiled = core.compile_model(converted, "CPU", compile_config(precision, threads))
         except Exception as exc:
             raise ModelError(f"cannot compile the model for OpenVINO: {type(exc).__name__}: {exc}") from exc
 
@@ -106,6 +89,46 @@ class OpenVinoTransformer:
             for module in list(self.model)[1:]:
                 features = module(features)
         return features["sentence_embedding"].float().numpy()
+
+
+def trace_example(model) -> dict:
+    """Token tensors to trace ``model``'s transformer with, by input name: what its tokenizer
+    makes of two texts, limited to what the transformer's ``forward`` takes."""
+    import torch
+
+    example = model.preprocess(["an example sentence", "and a second, longer example sentence"])
+    accepted = inspect.signature(model[0].model.forward).parameters
+    names = [name for name, value in example.items()
+             if isinstance(value, torch.Tensor) and name in accepted]
+    if not set(names) <= TOKEN_INPUTS or "input_ids" not in names:
+        raise ModelError(f"cannot run the model in OpenVINO: inputs {names}")
+    return {name: example[name] for name in names}
+
+
+def compile_config(precision: str, threads: int) -> dict:
+    """How the model is compiled: ``precision`` (``bf16``, ``fp32``), one request at a time on
+    ``threads`` threads."""
+    return {"INFERENCE_PRECISION_HINT": _HINTS[precision],
+            "PERFORMANCE_HINT": "LATENCY",  # one request at a time, on every core
+            "INFERENCE_NUM_THREADS": threads}
+
+
+def convert(core, transformer, example: dict, cache: Path | None):
+    """The OpenVINO model of ``transformer`` (a sentence-transformers ``Transformer``): the one
+    kept in ``cache`` by an earlier process, else converted from torch by tracing it on
+    ``example`` (token tensors by input name) and kept there."""
+    import openvino as ov
+    import torch
+
+    converted = _cached(core, cache / "model.xml") if cache is not None else None
+    if converted is None:
+        wrapper = _last_hidden_state_module(transformer.model).eval()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about shape-dependent branches
+            converted = ov.convert_model(wrapper, example_input=example)
+        if cache is not None:
+            _keep(converted, cache)
+    return converted
 
 
 def _last_hidden_state_module(model):
@@ -126,21 +149,33 @@ def _last_hidden_state_module(model):
     return LastHiddenState()
 
 
+def conversion_folder(cache_dir: Path, location: str) -> Path | None:
+    """Where the conversion of the model at ``location`` is kept under ``cache_dir``, or ``None``
+    when the model is not a local folder (nothing to key a cache on)."""
+    key = conversion_key(location)
+    return cache_dir / "openvino" / key if key else None
+
+
 def conversion_key(location: str) -> str | None:
     """What identifies a conversion of the model at ``location`` (a folder): its files' names,
     sizes and modification times, and the versions of everything that converts it. ``None``
-    when the model is not a local folder (nothing to key a cache on)."""
+    when the model is not a local folder.
+
+    The versions come from the installed packages' metadata, not their modules: a process that
+    only reads the conversion (a cold search) must find it without importing torch (~4 s).
+    """
     folder = Path(location)
     if not folder.is_dir():
         return None
-    import openvino
-    import torch
-    import transformers
+    from importlib.metadata import PackageNotFoundError, version
 
     files = sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
                    for p in folder.rglob("*") if p.is_file())
-    spec = {"files": files, "folder": str(folder.resolve()), "openvino": openvino.__version__,
-            "torch": torch.__version__, "transformers": transformers.__version__, "format": 1}
+    try:
+        versions = {name: version(name) for name in ("openvino", "torch", "transformers")}
+    except PackageNotFoundError:
+        return None
+    spec = {"files": files, "folder": str(folder.resolve()), **versions, "format": 1}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
 

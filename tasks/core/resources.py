@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from tasks.core.chunking import Chunker
-from tasks.core.embedding import Embedder, LoadedModel, load_model, make_embedder
+from tasks.core.embedding import Embedder, LoadedModel, load_model, make_embedder, resolve_model
 from tasks.core.isolation import ParsePool, isolation_available
 from tasks.core.models import Document
 from tasks.core.precision import RuntimeChoice, choose_runtime
+from tasks.core.query_encoder import QueryEncoder, keep_query_encoder, load_query_encoder
 from tasks.core.readers import read_pdf
 from tasks.core.scheduling import ModelThread
 from tasks.core.settings import IngestSettings, PipelineConfig, StoreLocation
@@ -43,6 +44,7 @@ class Resources:
         self._models: dict[str, LoadedModel] = {}
         self._embedders: dict[tuple[str, str], Embedder] = {}
         self._runtimes: dict[tuple[str, str], RuntimeChoice] = {}
+        self._query_encoders: dict[str, QueryEncoder | None] = {}
         self._chunkers: dict[tuple, Chunker] = {}
         self._bm25: Bm25Encoder | None = None
         self._stores: dict[StoreLocation, VectorStore] = {}
@@ -73,6 +75,28 @@ class Resources:
                 cache_dir = IngestSettings().cache_dir
                 embedder = self._embedders[(name, runtime)] = self._model_thread.run(
                     lambda: make_embedder(name, loaded, runtime, cache_dir=cache_dir))
+                if runtime == "bf16-openvino":
+                    # The conversion is at hand: keep what later processes' searches need to
+                    # embed a query without torch (once per model and install, ~1 s).
+                    keep_query_encoder(self.embedder(name), cache_dir)
+            return embedder
+
+    def query_embedder(self, name: str) -> Embedder | QueryEncoder:
+        """What embeds search queries for the model ``name`` (``embed_query``): the loaded model
+        if this process has it; else, without loading torch, the query encoder an earlier
+        process kept (``query_encoder``); else the model, loaded now — and the query encoder
+        made and kept for the next process."""
+        with self._lock:
+            if name in self._models:
+                return self.embedder(name)
+            encoder = self._query_encoders.get(name)
+            if encoder is None and name not in self._query_encoders:
+                encoder = self._query_encoders[name] = load_query_encoder(
+                    IngestSettings().cache_dir, resolve_model(name))
+            if encoder is not None:
+                return encoder
+            embedder = self.embedder(name)
+            keep_query_encoder(embedder, IngestSettings().cache_dir)
             return embedder
 
     def runtime_choice(self, name: str, precision: str) -> RuntimeChoice:

@@ -29,9 +29,8 @@ def search(query: str, config: PipelineConfig, owner: Resources, *, limit: int =
     dense = sparse = None
     if mode != "sparse":
         # fp32: a query is one short text; the runtime of the indexed vectors does not matter
-        # beyond their cosine of ~0.99998 to fp32.
-        embedder = owner.embedder(config.model)
-        dense = embedder.embed([query], [len(query)], batch_size=1)[0].tolist()
+        # beyond their cosine of ~0.99998 to fp32. A cold process embeds it without torch.
+        dense = owner.query_embedder(config.model).embed_query(query).tolist()
     store = owner.store(config.store)
     if mode == "hybrid" and not _has_bm25(store, config.collection):
         log.warning("collection %r has no BM25 vectors yet (built before hybrid search): searching "

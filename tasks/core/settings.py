@@ -175,7 +175,7 @@ class IngestSettings(BaseSettings):
         default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         / "knowledge-ingest",
         description="What later processes reuse: the model converted for OpenVINO (~2 s per "
-                    "process saved)")
+                    "process saved), and what embeds a search query with it without torch")
     prefect_start_timeout_s: float = Field(
         180.0, gt=0, description="How long an entry point waits for the Prefect API (its "
                                  "temporary server takes 7 s on a quiet machine, 20-40 s on a "

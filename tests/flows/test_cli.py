@@ -93,6 +93,15 @@ def test_console_script_end_to_end(cli_env):
     assert found.returncode == 0, found.stderr
     [hit] = json.loads(found.stdout)
     assert hit["file"] == "alpine-lakes-field-guide.pdf" and hit["page_start"] <= 2 <= hit["page_end"]
+    # That search loaded the model and kept a query encoder: this one imports no model stack.
+    again = subprocess.run([sys.executable, "-X", "importtime", str(script), "search",
+                            "why are glacial lakes turquoise", "-k", "1", "--json"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == [hit]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in again.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert imported and not imported & {"torch", "transformers", "sentence_transformers"}
 
 
 @pytest.mark.store

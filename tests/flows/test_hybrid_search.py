@@ -63,8 +63,7 @@ def test_a_keyword_question_dense_misses_and_hybrid_finds(sheets):
 
 def test_a_run_into_a_pre_hybrid_collection_adds_bm25_without_re_embedding(sheets, ingest_env):
     from tasks.core.settings import StoreLocation
-    from tests.conftest import close_stores
-    from tests.conftest import create_pre_hybrid
+    from tests.conftest import close_stores, create_pre_hybrid
 
     store = resources().store(sheets.store)
     points = list(store.iter_points("sheets", with_vectors=True))

@@ -36,7 +36,6 @@ from tasks.core.store.base import (
     store_in_use,
 )
 
-
 PENDING = "ingest_bm25_pending"  # collection metadata: BM25 vectors being filled in
 
 
