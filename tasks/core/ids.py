@@ -11,7 +11,8 @@ POINT_NAMESPACE = uuid.UUID("6f1c2d0e-3b7a-5c55-9a43-1f3e2b8d7c10")
 # Bump when readers or chunking change what a file turns into: indexed files then re-embed.
 # 2: ligatures unfolded, pypdf with its font/RTL/Brotli extras, ISO-2022/HZ and odd UTF-16 decoded.
 # 3: spacing accents of old TeX fonts folded into their letters, line-end hyphenation joined (PDFs).
-PIPELINE_VERSION = "3"
+# 4: word gaps of PDF fonts whose code-32 glyph is not a space (pdf_spacing).
+PIPELINE_VERSION = "4"
 
 
 def point_id(source_uri: str, chunk_index: int) -> str:

@@ -23,6 +23,7 @@ from pathlib import PurePosixPath
 import filetype
 from charset_normalizer import from_bytes
 
+from tasks.core import pdf_spacing
 from tasks.core.errors import FileRejected
 from tasks.core.models import Document, DocumentKind, Page, Reason
 from tasks.core.ocr import EXTRA_HINT, OcrConfig, PageBudget, needs_ocr, recognise
@@ -260,6 +261,7 @@ def _extract_pdf(data: bytes, *, max_pages: int, max_chars: int | None) -> Docum
     """pypdf's text of every page (empty pages included; OCR decides about them)."""
     from pypdf import PasswordType, PdfReader
 
+    pdf_spacing.install()
     digest = hashlib.sha256(data).hexdigest()
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)

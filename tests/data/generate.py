@@ -154,6 +154,71 @@ def operator_flood_pdf(operators: int, *, text: str = "word") -> bytes:
     return out.getvalue()
 
 
+def composite_font_pdf(lines: list[str], *, wide: str = "m", gap: int = -250, kern: int = -30) -> bytes:
+    """A one-page PDF set the way TeX sets text in a composite font: a Type0 font (Identity-H,
+    a ToUnicode map) without a space glyph, each word gap an offset of ``gap`` thousandths of an
+    em in a ``TJ`` array, a ``kern`` between a word's first two letters, and the letter ``wide``
+    (833 wide; the others 500) at CID 32 — where pypdf 7.1 looks for the space's width
+    (py-pdf/pypdf#3978)."""
+    from pypdf import PdfWriter
+    from pypdf.generic import (
+        ArrayObject,
+        DecodedStreamObject,
+        DictionaryObject,
+        NameObject,
+        NumberObject,
+        TextStringObject,
+    )
+
+    letters = sorted({c for line in lines for c in line if c != " "} - {wide})
+    cids = {wide: 32} | {c: 33 + i for i, c in enumerate(letters)}
+    cmap = DecodedStreamObject()
+    cmap.set_data("\n".join([
+        "/CIDInit /ProcSet findresource begin 12 dict begin begincmap",
+        "/CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def",
+        "/CMapName /Adobe-Identity-UCS def /CMapType 2 def",
+        "1 begincodespacerange <0000> <FFFF> endcodespacerange",
+        f"{len(cids)} beginbfchar",
+        *(f"<{cid:04X}> <{ord(c):04X}>" for c, cid in cids.items()),
+        "endbfchar endcmap CMapName currentdict /CMap defineresource pop end end"]).encode())
+    writer = PdfWriter()
+    page = writer.add_blank_page(612, 792)
+    widths = ArrayObject([NumberObject(32), ArrayObject([NumberObject(833)])]
+                         + [NumberObject(33), ArrayObject([NumberObject(500)] * len(letters))])
+    descendant = DictionaryObject({
+        NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/CIDFontType2"),
+        NameObject("/BaseFont"): NameObject("/ABCDEF+Serif"), NameObject("/DW"): NumberObject(1000),
+        NameObject("/W"): widths,
+        NameObject("/CIDSystemInfo"): DictionaryObject({
+            NameObject("/Registry"): TextStringObject("Adobe"),
+            NameObject("/Ordering"): TextStringObject("Identity"),
+            NameObject("/Supplement"): NumberObject(0)})})
+    font = DictionaryObject({
+        NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type0"),
+        NameObject("/BaseFont"): NameObject("/ABCDEF+Serif"), NameObject("/Encoding"): NameObject("/Identity-H"),
+        NameObject("/DescendantFonts"): ArrayObject([writer._add_object(descendant)]),
+        NameObject("/ToUnicode"): writer._add_object(cmap)})
+    page[NameObject("/Resources")] = DictionaryObject({NameObject("/Font"): DictionaryObject(
+        {NameObject("/F1"): writer._add_object(font)})})
+
+    def hex_of(word: str) -> str:
+        return "".join(f"{cids[c]:04X}" for c in word)
+
+    shown = []
+    for number, line in enumerate(lines):
+        parts = []
+        for word in line.split():
+            parts.append(f"<{hex_of(word[:1])}> {kern} <{hex_of(word[1:])}>" if len(word) > 1
+                         else f"<{hex_of(word)}>")
+        shown.append(f"1 0 0 1 72 {720 - 14 * number} Tm [{f' {gap} '.join(parts)}] TJ")
+    content = DecodedStreamObject()
+    content.set_data(("BT /F1 10 Tf " + " ".join(shown) + " ET").encode())
+    page[NameObject("/Contents")] = writer._add_object(content)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
 def misplaced_xref_pdf(source: Path) -> bytes:
     """``source`` with its ``startxref`` pointing at the wrong offset: pypdf repairs it and reads
     every page, warning about it through ``logging`` as it goes."""

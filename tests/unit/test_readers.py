@@ -218,3 +218,32 @@ def test_words_split_at_line_ends_are_joined_in_pdf_text():
     assert join_hyphenated("die Ände-\nrungen und soft\u00ad\nware") == "die Änderungen und software"
     # a hyphen before a capital, a number or the end of the text is a real one
     assert join_hyphenated("Arbeiter-\nUnfall, 1990-\n91, well-\nÉcole, end-") == "Arbeiter-\nUnfall, 1990-\n91, well-\nÉcole, end-"
+
+
+def test_word_gaps_survive_a_composite_font_whose_code_32_glyph_is_a_letter():
+    # TeX-style text: no space glyph, gaps as TJ offsets, a wide letter at CID 32 where pypdf
+    # 7.1 looks up the space's width (py-pdf/pypdf#3978) — it printed "themonkmadea...".
+    from tests.data.generate import composite_font_pdf
+
+    data = composite_font_pdf(["the monk made a mammoth meal", "of warm lemon jam"])
+    assert read_pdf(data, max_pages=5).pages[0].text == "the monk made a mammoth meal\nof warm lemon jam"
+    # the kern inside each word stays a kern
+    data = composite_font_pdf(["midsummer moon"], kern=-90)
+    assert read_pdf(data, max_pages=5).pages[0].text == "midsummer moon"
+
+
+def test_space_width_is_estimated_only_when_the_font_says_its_code_32_glyph_is_no_space():
+    from types import SimpleNamespace
+
+    from tasks.core.pdf_spacing import estimated_space_width
+
+    def font(mapped, widths, flags=32):
+        return SimpleNamespace(space_char=" ", character_map={" ": mapped} if mapped else {},
+                               character_widths={" ": 833, **widths, "default": 1666},
+                               font_descriptor=SimpleNamespace(flags=flags))
+
+    assert estimated_space_width(font(" ", {"a": 500})) is None  # a real space glyph
+    assert estimated_space_width(font(None, {"a": 500})) is None  # nothing says otherwise
+    assert estimated_space_width(font("\u00a0", {"a": 500})) is None  # a no-break space is one
+    assert estimated_space_width(font("=", {"a": 500, "b": 467})) == 300  # half the glyphs' mean
+    assert estimated_space_width(font("=", {"a": 600, "b": 600}, flags=33)) == 600  # fixed pitch
