@@ -224,6 +224,18 @@ def release_freed_memory() -> None:
         trim(0)
 
 
+@lru_cache(maxsize=1)
+def native_bf16() -> bool:
+    """Whether torch's CPU kernels (oneDNN) run bf16 natively here; without it autocast emulates
+    bf16, and the model ran 0.19x fp32 on an AVX2 CPU. Unknown: ``True``, and timing decides."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
+
+
 def _autocast(precision: str):
     import contextlib
 

@@ -46,6 +46,7 @@ class Resources:
         self._embedders: dict[tuple[str, str], Embedder] = {}
         self._runtimes: dict[tuple[str, str], RuntimeChoice] = {}
         self._query_encoders: dict[str, QueryEncoder | None] = {}
+        self._kept_query_encoders: set[str] = set()
         self._chunkers: dict[tuple, Chunker] = {}
         self._bm25: Bm25Encoder | None = None
         self._stores: dict[StoreLocation, VectorStore] = {}
@@ -77,11 +78,17 @@ class Resources:
                 cache_dir = IngestSettings().cache_dir
                 embedder = self._embedders[(name, runtime)] = self._model_thread.run(
                     lambda: make_embedder(name, loaded, runtime, cache_dir=cache_dir))
-                if runtime == "bf16-openvino":
-                    # The conversion is at hand: keep what later processes' searches need to
-                    # embed a query without torch (once per model and install, ~1 s).
-                    keep_query_encoder(self.embedder(name), cache_dir)
             return embedder
+
+    def keep_query_encoder(self, name: str) -> None:
+        """Keep, once per process, what later processes' searches need to embed a query for the
+        model ``name`` without torch (``query_encoder.keep_query_encoder``: a stat when kept
+        already; the first time per model and install ~1-3 s, the conversion included)."""
+        with self._lock:
+            if name in self._kept_query_encoders:
+                return
+            self._kept_query_encoders.add(name)
+        keep_query_encoder(self.embedder(name), IngestSettings().cache_dir)
 
     def query_embedder(self, name: str) -> Embedder | QueryEncoder:
         """What embeds search queries for the model ``name`` (``embed_query``): the loaded model
@@ -97,9 +104,8 @@ class Resources:
                     IngestSettings().cache_dir, resolve_model(name))
             if encoder is not None:
                 return encoder
-            embedder = self.embedder(name)
-            keep_query_encoder(embedder, IngestSettings().cache_dir)
-            return embedder
+            self.keep_query_encoder(name)
+            return self.embedder(name)
 
     def runtime_choice(self, name: str, precision: str) -> RuntimeChoice:
         """The runtime ``INGEST_EMBED_PRECISION=precision`` selects on this CPU, and why

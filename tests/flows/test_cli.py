@@ -77,10 +77,10 @@ def test_collection_of_another_size_is_refused_before_writing(ingest_env):
 
 
 @pytest.mark.once  # the process plumbing, not the store: first pass only
-def test_console_script_end_to_end(cli_env):
+def test_console_script_end_to_end(cli_env, tmp_path):
     """The installed ``ingest`` script in a fresh process, as a user runs it."""
     script = Path(sys.executable).parent / "ingest"
-    env = cli_env
+    env = {**cli_env, "INGEST_CACHE_DIR": str(tmp_path / "cache")}  # nothing kept yet
     run = subprocess.run([str(script), "run", str(SAMPLES), "--json"], env=env, capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr
@@ -88,20 +88,23 @@ def test_console_script_end_to_end(cli_env):
     statuses = {f["source"].rsplit("/", 1)[-1]: f["status"] for f in report["files"]}
     assert statuses["scanned-receipt.pdf"] == "failed"
     assert sum(s == "indexed" for s in statuses.values()) == 4
-    found = subprocess.run([str(script), "search", "why are glacial lakes turquoise", "-k", "1", "--json"],
-                           env=env, capture_output=True, text=True, timeout=120)
-    assert found.returncode == 0, found.stderr
-    [hit] = json.loads(found.stdout)
+
+    def search() -> tuple[list, set[str]]:
+        found = subprocess.run([sys.executable, "-X", "importtime", str(script), "search",
+                                "why are glacial lakes turquoise", "-k", "1", "--json"],
+                               env=env, capture_output=True, text=True, timeout=120)
+        assert found.returncode == 0, found.stderr
+        imported = {line.rsplit("|", 1)[-1].strip() for line in found.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert imported
+        return json.loads(found.stdout), imported
+
+    # The run kept a query encoder: the first search already imports no model stack.
+    [hit], imported = search()
     assert hit["file"] == "alpine-lakes-field-guide.pdf" and hit["page_start"] <= 2 <= hit["page_end"]
-    # That search loaded the model and kept a query encoder: this one imports no model stack.
-    again = subprocess.run([sys.executable, "-X", "importtime", str(script), "search",
-                            "why are glacial lakes turquoise", "-k", "1", "--json"],
-                           env=env, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout) == [hit]
-    imported = {line.rsplit("|", 1)[-1].strip() for line in again.stderr.splitlines()
-                if line.startswith("import time:")}
-    assert imported and not imported & {"torch", "transformers", "sentence_transformers"}
+    assert not imported & {"torch", "transformers", "sentence_transformers"}
+    again, imported = search()
+    assert again == [hit] and not imported & {"torch", "transformers", "sentence_transformers"}
 
 
 @pytest.mark.store

@@ -92,3 +92,23 @@ def test_the_probe_is_fixed_and_mixes_passages_and_queries():
     texts = probe_texts()
     assert texts == probe_texts() and len(texts) == 24
     assert sum(len(t) > 300 for t in texts) == 16 and sum(len(t) < 60 for t in texts) == 8
+
+
+def test_without_native_bf16_nothing_is_timed_and_auto_is_fp32(monkeypatch):
+    # An AVX2 CPU: torch would emulate bf16 (0.19x fp32 measured), OpenVINO would run f32.
+    from tasks.core import embedding, openvino_runtime
+
+    monkeypatch.setattr(precision, "unavailable_reason", lambda runtime, model: None)
+    monkeypatch.setattr(embedding, "native_bf16", lambda: False)
+    monkeypatch.setattr(openvino_runtime, "native_bf16", lambda: False)
+    built = []
+    choice = choose_runtime("model", None, "auto", built.append)
+    assert choice.runtime == "fp32" and built == []  # not even fp32 is timed
+    assert "no faster runtime to try here" in choice.why
+    assert "OpenVINO lists no BF16 for this CPU" in choice.why and "no native bf16" in choice.why
+    # Where OpenVINO has bf16 but torch does not, only OpenVINO is worth timing.
+    monkeypatch.setattr(openvino_runtime, "native_bf16", lambda: True)
+    assert precision.candidates("model", None) == ["bf16-openvino"]
+    # A runtime this process cannot run is reported as such, whatever the CPU.
+    monkeypatch.setattr(precision, "unavailable_reason", lambda runtime, model: "not installed")
+    assert precision.skip_reason("bf16-openvino", None) == "not installed"

@@ -30,6 +30,9 @@ lacks here, from its payload text.
                                    recreate_on_mismatch=config.overwrite)
     if done:
         log.info("collection %r: %s", config.collection, done)
+    # The model is loaded: keep what later processes' searches need to embed a query without
+    # torch (once per model and install).
+    owner.keep_query_encoder(config.model)
     return config.with_runtime(choice)
 
 
