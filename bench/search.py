@@ -8,8 +8,12 @@ depend on what the dense vectors mean, and embedding 20,000 chunks would take ~1
 here); written to an embedded Qdrant Edge store and indexed as after a run (``maintain``).
 Then ``ingest api`` (``uvicorn`` on 127.0.0.1) serves it, and the questions of
 ``bench/eval/questions.jsonl`` are asked over HTTP in each mode, after a warm-up: p50/p95 of
-the full round trip (query embedding, both searches and the fusion, JSON). The last line is
-JSON.
+the full round trip (query embedding, both searches and the fusion, JSON). Then, with the
+server stopped, ``--cold`` rounds of ``ingest search`` as fresh processes on the same
+collection, interleaved: hybrid from a fresh ``INGEST_CACHE_DIR`` (the first search after an
+install that ran nothing: the model loads, and the query encoder is made and kept), hybrid with
+the query encoder kept (every later search: no torch), and sparse (no model at all) — wall time
+from the command to its exit and peak RSS, medians. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import threading
 import time
 import uuid
@@ -26,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.eval import DOCS, QUESTIONS, load_questions
+from bench.peers import timed_child
 
 WINDOW, DIMENSION = 800, 384
 
@@ -76,21 +82,45 @@ def free_port() -> int:
 
 
 def serve(port: int):
-    """``ingest api``'s app on 127.0.0.1:``port`` in a thread; returns the server."""
+    """``ingest api``'s app on 127.0.0.1:``port`` in a thread; returns the server and the thread."""
     import prefect.main  # noqa: F401  (as ``ingest api`` does: Prefect's logging set up first)
     import uvicorn
 
     from apps.api import create_app
 
     server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    return server
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    return server, thread
+
+
+COLD_SIDES = ("first search (fresh cache)", "kept query encoder", "sparse (no model)")
+
+
+def cold_searches(question: str, rounds: int, work: Path) -> dict[str, list[tuple[float, float]]]:
+    """``ingest search`` from fresh processes, the sides of ``COLD_SIDES`` interleaved per round:
+    (wall seconds, peak RSS MB) of each."""
+    script = str(Path(sys.executable).parent / "ingest")
+    command = [script, "search", question, "-k", "5", "--json"]
+    kept = work / "cache-0"  # made by the first round's fresh search
+    results: dict[str, list[tuple[float, float]]] = {side: [] for side in COLD_SIDES}
+    for round_ in range(rounds):
+        for side in COLD_SIDES:
+            cache = work / f"cache-{round_}" if side == COLD_SIDES[0] else kept
+            mode = ["--mode", "sparse"] if side == COLD_SIDES[2] else []
+            wall, rss, out = timed_child(command + mode, {**os.environ, "INGEST_CACHE_DIR": str(cache)})
+            if not json.loads(out):
+                raise SystemExit(f"{side}: no hits")
+            results[side].append((wall, rss))
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=2, help="times each question is asked per mode")
+    parser.add_argument("--cold", type=int, default=3,
+                        help="rounds of cold `ingest search` processes (0: skip)")
     args = parser.parse_args()
 
     from bench.corpus import isolated_run_environment
@@ -105,7 +135,7 @@ def main() -> None:
     import httpx
 
     port = free_port()
-    server = serve(port)
+    server, serving = serve(port)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     with httpx.Client(base_url=base, timeout=60) as client:
@@ -136,7 +166,22 @@ def main() -> None:
             print(f"{mode:<7} p50 {results[mode]['p50_ms']:>6} ms   p95 {results[mode]['p95_ms']:>6} ms"
                   f"   ({len(latencies)} queries)")
     server.should_exit = True
-    print(json.dumps({"chunks": args.chunks, "build_s": round(build_s, 1), **results}))
+    report = {"chunks": args.chunks, "build_s": round(build_s, 1), **results}
+    if args.cold > 0:
+        serving.join(timeout=120)  # the app's lifespan releases the embedded store at its end
+        cold = cold_searches(questions[0], args.cold, workdir)
+        print(f"\ncold `ingest search` ({args.cold} rounds, medians)")
+        for side in COLD_SIDES:
+            wall = statistics.median(w for w, _ in cold[side])
+            rss = statistics.median(r for _, r in cold[side])
+            print(f"{side:<28} {wall:6.2f} s  {rss:6.0f} MB")
+            key = side.split(" (")[0].replace(" ", "_")
+            report[f"cold_{key}_s"], report[f"cold_{key}_rss_mb"] = round(wall, 2), round(rss)
+        ratios = [f / k for (f, _), (k, _) in zip(cold[COLD_SIDES[0]], cold[COLD_SIDES[1]])]
+        report["cold_first_vs_kept"] = round(statistics.median(ratios), 2)
+        print(f"first search / kept encoder: {report['cold_first_vs_kept']:.2f}x "
+              f"({min(ratios):.2f}-{max(ratios):.2f})")
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

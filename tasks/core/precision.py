@@ -2,10 +2,11 @@
 of ``embedding.RUNTIMES`` on this CPU, by measuring.
 
 ``auto`` (the default) times every runtime this process can run on a fixed probe of natural
-texts — a bf16 runtime only where the CPU has native bf16 (elsewhere it cannot win, and the
-probe's ~11 s and ~280 MB are spent for nothing) — and keeps the fastest whose vectors pass the quality gate against fp32 — if it beats fp32
-by ``MIN_SPEEDUP``; otherwise fp32. ``bf16`` keeps the fastest bf16 runtime under the same speed
-rule (the user asked for it: no gate). ``fp32`` is the reference and is never timed.
+texts — a bf16 runtime only where the CPU has native bf16: elsewhere it cannot win, and the
+probe's ~11 s and ~280 MB would be spent for nothing — and keeps the fastest whose vectors pass
+the quality gate against fp32, if it beats fp32 by ``MIN_SPEEDUP``; otherwise fp32. ``bf16``
+keeps the fastest bf16 runtime under the same speed rule (the user asked for it: no gate).
+``fp32`` is the reference and is never timed.
 
 The gate (``MIN_COSINE``, ``MEAN_COSINE``): every probe vector's cosine to its fp32 vector must
 be at least 0.998, and their mean at least 0.9999. The minimum is the guard that matters: a
