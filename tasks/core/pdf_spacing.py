@@ -10,11 +10,15 @@ whole lines come out as one word: 10% of the words of the Debian Reference ran t
 (``canmanagemultipleversionsofpackageswithoutusing``), 2% of a LuaLaTeX manual. The bug is
 py-pdf/pypdf#3978, open as of pypdf 7.1.1.
 
-``install()`` wraps ``Font.from_font_resource`` so that a font whose own character map says
-that the glyph taken for the space is another character gets pypdf's estimate for a font
-without one (half the average glyph width; fixed pitch: the glyph width). Fonts with a real
-space glyph, or with no character map to tell, are left as pypdf builds them. Should pypdf's
-internals move, nothing is patched and extraction stays pypdf's own.
+The same happens with TeX's Type 1 fonts in the T1 encoding, whose code 32 is the visible-space
+glyph (``ÜblicherweisewerdeninLATEX…`` in the German LaTeX manual).
+
+``install()`` wraps ``Font.from_font_resource`` so that a font known to lack a space glyph
+(``has_no_space_glyph``: its character map calls the code-32 glyph another character, or its
+subset's ``/CharSet`` has no ``/space``) gets pypdf's estimate for a font without one (half the
+average glyph width; fixed pitch: the glyph width). Fonts with a real space glyph, or with
+nothing to tell, are left as pypdf builds them. Should pypdf's internals move, nothing is
+patched and extraction stays pypdf's own.
 """
 
 from __future__ import annotations
@@ -31,12 +35,28 @@ _installed = False
 _lock = threading.Lock()
 
 
-def estimated_space_width(font: Any) -> float | None:
-    """The space width pypdf should use for ``font`` (a ``pypdf`` ``Font``), or ``None`` when
-    pypdf's own is right: its character map knows the glyph it took for the space, and that
-    glyph is not white space."""
+def has_no_space_glyph(font: Any, resource: Any = None) -> bool:
+    """Whether the glyph pypdf takes for ``font``'s space is known not to be one: the font's
+    character map calls it another character (composite fonts: whatever sits at CID 32), or —
+    a simple Type 1 font — its descriptor's ``/CharSet``, the glyphs the embedded subset holds,
+    has no ``/space`` (TeX's fonts: code 32 is the visible-space glyph ␣ in the T1 encoding,
+    wider than a word gap)."""
     mapped = font.character_map.get(font.space_char) if font.character_map else None
-    if mapped is None or mapped.isspace():
+    if mapped is not None:
+        return not mapped.isspace()
+    if resource is None or resource.get("/Subtype") != "/Type1":
+        return False
+    descriptor = resource.get("/FontDescriptor")
+    charset = descriptor.get_object().get("/CharSet") if descriptor is not None else None
+    if charset is None:
+        return False
+    return "/space" not in str(charset).replace("/", " /").split()
+
+
+def estimated_space_width(font: Any, resource: Any = None) -> float | None:
+    """The space width pypdf should use for ``font`` (a ``pypdf`` ``Font`` made from the font
+    dictionary ``resource``), or ``None`` when pypdf's own stands (``has_no_space_glyph``)."""
+    if not has_no_space_glyph(font, resource):
         return None
     widths = [w for key, w in font.character_widths.items()
               if key != "default" and isinstance(w, (int, float)) and w > 0]
@@ -64,11 +84,11 @@ def install() -> None:
             return
 
         @functools.wraps(build)
-        def from_font_resource(cls, *args, **kwargs):
-            font = build(cls, *args, **kwargs)
+        def from_font_resource(cls, resource, *args, **kwargs):
+            font = build(cls, resource, *args, **kwargs)
             try:
-                width = estimated_space_width(font)
-            except (AttributeError, TypeError):  # another pypdf's Font: leave it alone
+                width = estimated_space_width(font, resource)
+            except (AttributeError, TypeError, ValueError):  # another pypdf's Font: leave it
                 width = None
             if width:
                 font.space_width = width

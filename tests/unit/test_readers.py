@@ -247,3 +247,27 @@ def test_space_width_is_estimated_only_when_the_font_says_its_code_32_glyph_is_n
     assert estimated_space_width(font("\u00a0", {"a": 500})) is None  # a no-break space is one
     assert estimated_space_width(font("=", {"a": 500, "b": 467})) == 300  # half the glyphs' mean
     assert estimated_space_width(font("=", {"a": 600, "b": 600}, flags=33)) == 600  # fixed pitch
+
+
+def test_a_type1_subset_without_a_space_in_its_charset_has_no_space_glyph():
+    # TeX's Type 1 fonts in the T1 encoding: code 32 is the visible-space glyph, and the subset's
+    # /CharSet (the glyphs it holds) says there is no /space.
+    from types import SimpleNamespace
+
+    from pypdf.generic import DictionaryObject, NameObject, TextStringObject
+
+    from tasks.core.pdf_spacing import has_no_space_glyph
+
+    def resource(subtype="/Type1", charset="/A/B/a/b/comma/period"):
+        descriptor = DictionaryObject()
+        if charset is not None:
+            descriptor[NameObject("/CharSet")] = TextStringObject(charset)
+        return DictionaryObject({NameObject("/Subtype"): NameObject(subtype),
+                                 NameObject("/FontDescriptor"): descriptor})
+
+    simple = SimpleNamespace(space_char=" ", character_map={})
+    assert has_no_space_glyph(simple, resource())
+    assert not has_no_space_glyph(simple, resource(charset="/A/a/space/period"))
+    assert not has_no_space_glyph(simple, resource(charset=None))  # nothing to tell
+    assert not has_no_space_glyph(simple, resource(subtype="/TrueType"))
+    assert not has_no_space_glyph(simple)
