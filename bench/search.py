@@ -8,8 +8,8 @@ depend on what the dense vectors mean, and embedding 20,000 chunks would take ~1
 here); written to an embedded Qdrant Edge store and indexed as after a run (``maintain``).
 Then ``ingest api`` (``uvicorn`` on 127.0.0.1) serves it, and the questions of
 ``bench/eval/questions.jsonl`` are asked over HTTP in each mode, after a warm-up: p50/p95 of
-the full round trip (query embedding, both searches and the fusion, JSON). Then, with the
-server stopped, ``--cold`` rounds of ``ingest search`` as fresh processes on the same
+the full round trip (query embedding, both searches and the fusion, JSON). Before the server
+starts, ``--cold`` rounds of ``ingest search`` as fresh processes on the same
 collection, interleaved: hybrid from a fresh ``INGEST_CACHE_DIR`` (the first search after an
 install that ran nothing: the model loads, and the query encoder is made and kept), hybrid with
 the query encoder kept (every later search: no torch), and sparse (no model at all) — wall time
@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -31,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 from bench.eval import DOCS, QUESTIONS, load_questions
-from bench.peers import timed_child
 
 WINDOW, DIMENSION = 800, 384
 
@@ -82,22 +82,55 @@ def free_port() -> int:
 
 
 def serve(port: int):
-    """``ingest api``'s app on 127.0.0.1:``port`` in a thread; returns the server and the thread."""
+    """``ingest api``'s app on 127.0.0.1:``port`` in a thread; returns the server."""
     import prefect.main  # noqa: F401  (as ``ingest api`` does: Prefect's logging set up first)
     import uvicorn
 
     from apps.api import create_app
 
     server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    return server, thread
+    threading.Thread(target=server.run, daemon=True).start()
+    return server
 
 
 COLD_SIDES = ("first search (fresh cache)", "kept query encoder", "sparse (no model)")
 
 
-def cold_searches(question: str, rounds: int, work: Path) -> dict[str, list[tuple[float, float]]]:
+# Runs the cold searches for this process: a child's peak RSS (``wait4``) counts the process it
+# was forked from, so they are started by one that stays small.
+_LAUNCHER = """
+import json, sys
+from bench.peers import timed_child
+for line in sys.stdin:
+    request = json.loads(line)
+    print(json.dumps(timed_child(request["command"], request["env"])), flush=True)
+"""
+
+
+class Launcher:
+    """A small process that runs commands for this one (``bench.peers.timed_child``)."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", _LAUNCHER], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True,
+                                        cwd=Path(__file__).resolve().parent.parent)
+
+    def run(self, command: list[str], env: dict) -> tuple[float, float, str]:
+        self.process.stdin.write(json.dumps({"command": command, "env": env}) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"{command[:3]} failed (its error is above)")
+        wall, rss, out = json.loads(line)
+        return wall, rss, out
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def cold_searches(question: str, rounds: int, work: Path,
+                  launcher: Launcher) -> dict[str, list[tuple[float, float]]]:
     """``ingest search`` from fresh processes, the sides of ``COLD_SIDES`` interleaved per round:
     (wall seconds, peak RSS MB) of each."""
     script = str(Path(sys.executable).parent / "ingest")
@@ -108,11 +141,28 @@ def cold_searches(question: str, rounds: int, work: Path) -> dict[str, list[tupl
         for side in COLD_SIDES:
             cache = work / f"cache-{round_}" if side == COLD_SIDES[0] else kept
             mode = ["--mode", "sparse"] if side == COLD_SIDES[2] else []
-            wall, rss, out = timed_child(command + mode, {**os.environ, "INGEST_CACHE_DIR": str(cache)})
+            wall, rss, out = launcher.run(command + mode, {**os.environ, "INGEST_CACHE_DIR": str(cache)})
             if not json.loads(out):
                 raise SystemExit(f"{side}: no hits")
             results[side].append((wall, rss))
     return results
+
+
+def cold_report(cold: dict[str, list[tuple[float, float]]], rounds: int) -> dict:
+    """Prints ``cold_searches``' medians and the first search's ratio to the kept encoder's."""
+    report = {}
+    print(f"cold `ingest search` ({rounds} rounds, medians)")
+    for side in COLD_SIDES:
+        wall = statistics.median(w for w, _ in cold[side])
+        rss = statistics.median(r for _, r in cold[side])
+        print(f"{side:<28} {wall:6.2f} s  {rss:6.0f} MB")
+        key = side.split(" (")[0].replace(" ", "_")
+        report[f"cold_{key}_s"], report[f"cold_{key}_rss_mb"] = round(wall, 2), round(rss)
+    ratios = [f / k for (f, _), (k, _) in zip(cold[COLD_SIDES[0]], cold[COLD_SIDES[1]])]
+    report["cold_first_vs_kept"] = round(statistics.median(ratios), 2)
+    print(f"first search / kept encoder: {report['cold_first_vs_kept']:.2f}x "
+          f"({min(ratios):.2f}-{max(ratios):.2f})\n")
+    return report
 
 
 def main() -> None:
@@ -125,17 +175,23 @@ def main() -> None:
 
     from bench.corpus import isolated_run_environment
 
+    launcher = Launcher() if args.cold > 0 else None  # while this process is small
     workdir = isolated_run_environment("bench-search-")
     store_path = workdir / "store"
     os.environ.update({"INGEST_STORE": "edge", "INGEST_QDRANT_PATH": str(store_path),
                        "INGEST_COLLECTION": "latency"})
     build_s = build(store_path, "latency", args.chunks)
     print(f"collection: {args.chunks} chunks written and indexed in {build_s:.0f} s")
+    report: dict = {"chunks": args.chunks, "build_s": round(build_s, 1)}
+    questions = [q.text for q in load_questions(QUESTIONS)]
+    if launcher is not None:
+        report.update(cold_report(cold_searches(questions[0], args.cold, workdir, launcher), args.cold))
+        launcher.close()
 
     import httpx
 
     port = free_port()
-    server, serving = serve(port)
+    server = serve(port)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     with httpx.Client(base_url=base, timeout=60) as client:
@@ -148,7 +204,6 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("the API did not become ready within 300 s")
             time.sleep(0.5)
-        questions = [q.text for q in load_questions(QUESTIONS)]
         results = {}
         for mode in ("hybrid", "dense", "sparse"):
             for text in questions[:10]:  # warm-up: first-call costs are not a query's
@@ -166,22 +221,7 @@ def main() -> None:
             print(f"{mode:<7} p50 {results[mode]['p50_ms']:>6} ms   p95 {results[mode]['p95_ms']:>6} ms"
                   f"   ({len(latencies)} queries)")
     server.should_exit = True
-    report = {"chunks": args.chunks, "build_s": round(build_s, 1), **results}
-    if args.cold > 0:
-        serving.join(timeout=120)  # the app's lifespan releases the embedded store at its end
-        cold = cold_searches(questions[0], args.cold, workdir)
-        print(f"\ncold `ingest search` ({args.cold} rounds, medians)")
-        for side in COLD_SIDES:
-            wall = statistics.median(w for w, _ in cold[side])
-            rss = statistics.median(r for _, r in cold[side])
-            print(f"{side:<28} {wall:6.2f} s  {rss:6.0f} MB")
-            key = side.split(" (")[0].replace(" ", "_")
-            report[f"cold_{key}_s"], report[f"cold_{key}_rss_mb"] = round(wall, 2), round(rss)
-        ratios = [f / k for (f, _), (k, _) in zip(cold[COLD_SIDES[0]], cold[COLD_SIDES[1]])]
-        report["cold_first_vs_kept"] = round(statistics.median(ratios), 2)
-        print(f"first search / kept encoder: {report['cold_first_vs_kept']:.2f}x "
-              f"({min(ratios):.2f}-{max(ratios):.2f})")
-    print(json.dumps(report))
+    print(json.dumps({**report, **results}))
 
 
 if __name__ == "__main__":
