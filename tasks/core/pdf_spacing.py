@@ -4,8 +4,8 @@ TeX and many other producers never draw a space: a word gap is a negative offset
 array, and pypdf inserts a space when the offset exceeds about half the font's space width.
 For a font without a space glyph pypdf means to estimate that width from the other glyphs,
 but it looks the space up under the character code 32 — and in a composite (Type0) font with
-Identity encoding, CID 32 is whatever glyph the producer put there ('=', 'Q', '?' in the
-documents we met). With a glyph wider than the space the gaps fall under the threshold and
+Identity encoding, CID 32 is whatever glyph the producer put there ('=', '?', '8' in the
+documents of ``make eval``). With a glyph wider than the space the gaps fall under the threshold and
 whole lines come out as one word: 10% of the words of the Debian Reference ran together
 (``canmanagemultipleversionsofpackageswithoutusing``), 2% of a LuaLaTeX manual. The bug is
 py-pdf/pypdf#3978, open as of pypdf 7.1.1.
