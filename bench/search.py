@@ -122,7 +122,7 @@ class Launcher:
         if not line:
             raise SystemExit(f"{command[:3]} failed (its error is above)")
         wall, rss, out = json.loads(line)
-        return wall, rss, out  # a tuple again, as timed_child returns it
+        return wall, rss, out
 
     def close(self) -> None:
         self.process.stdin.close()

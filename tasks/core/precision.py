@@ -36,6 +36,8 @@ from tasks.core.settings import EmbedPrecision
 MIN_SPEEDUP = 1.2
 MIN_COSINE = 0.998
 MEAN_COSINE = 0.9999
+#: The runtimes ``auto`` and ``bf16`` may take over fp32, fastest-expected first.
+FASTER_RUNTIMES = ("bf16-openvino", "bf16")
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +117,7 @@ class Trial:
 def candidates(name: str, model) -> list[str]:
     """The faster runtimes worth timing for ``model`` in this process (fastest-expected first)."""
     found = []
-    for runtime in ("bf16-openvino", "bf16"):
+    for runtime in FASTER_RUNTIMES:
         reason = skip_reason(runtime, model)
         if reason is None:
             found.append(runtime)
@@ -156,7 +158,7 @@ def choose_runtime(name: str, model, requested: EmbedPrecision, build: Callable[
     runtimes = candidates(name, model)
     if not runtimes:  # nothing to compare: fp32 without timing it
         why = (f"INGEST_EMBED_PRECISION={requested}: no faster runtime to try here ("
-               + "; ".join(f"{r}: {skip_reason(r, model)}" for r in ("bf16-openvino", "bf16")) + ")")
+               + "; ".join(f"{r}: {skip_reason(r, model)}" for r in FASTER_RUNTIMES) + ")")
         (log.info if requested == "auto" else log.warning)("embedding with fp32: %s", why)
         return RuntimeChoice("fp32", why)
     texts = probe_texts()
