@@ -191,9 +191,19 @@ def main() -> None:
     tokens = sum(counts)
     owner = resources()
     embedder = owner.embedder(config.model)
-    autocast = owner.embedder(config.model, "bf16")
+    # bf16 rows only where they can say something: on a CPU without native bf16, torch emulates
+    # it (~0.2x fp32: an hour of a 300-file bench) and INGEST_EMBED_PRECISION=bf16 selects fp32.
+    from tasks.core.precision import skip_reason
+
+    autocast_skip = skip_reason("bf16", embedder.model)
+    autocast = None if autocast_skip else owner.embedder(config.model, "bf16")
     # What INGEST_EMBED_PRECISION=bf16 runs here (the flow's prepare asks the same owner).
-    fast = owner.embedder(config.model, owner.runtime_for(config.model, "bf16"))
+    fast_choice = owner.runtime_choice(config.model, "bf16")
+    fast = None if fast_choice.runtime == "fp32" else owner.embedder(config.model, fast_choice.runtime)
+    if autocast_skip:
+        print(f"skipped: the rows of bf16 torch autocast: {autocast_skip}")
+    if not fast:
+        print(f"skipped: the rows of bf16 as selected ({fast_choice.why})")
     connection().wait_ready()
     vectors: dict[str, np.ndarray] = {}
     backlogs: list[float] = []
@@ -239,16 +249,18 @@ def main() -> None:
 
     limit, autocast_limit = "limit (sorted by tokens)", "limit, bf16 torch autocast"
     # The selected bf16 runtime gets its own limit row unless it is autocast itself.
-    fast_limit = autocast_limit if fast is autocast else f"limit, bf16 as selected ({fast.label})"
+    fast_label = fast.label if fast else ""
+    fast_limit = autocast_limit if fast is autocast else f"limit, bf16 as selected ({fast_label})"
     fast_key = "bf16" if fast is autocast else "fast"
-    flow_fp32, flow_fast = "pipeline (flow, end to end)", f"pipeline, INGEST_EMBED_PRECISION=bf16 ({fast.label})"
+    flow_fp32 = "pipeline (flow, end to end)"
+    flow_fast = f"pipeline, INGEST_EMBED_PRECISION=bf16 ({fast_label})"
     steps = {
         limit: encode_limit(embedder, "fp32"),
         "plain model.encode": encode_plain,
-        autocast_limit: encode_limit(autocast, "bf16"),
-        fast_limit: encode_limit(fast, fast_key),
+        **({autocast_limit: encode_limit(autocast, "bf16")} if autocast else {}),
+        **({fast_limit: encode_limit(fast, fast_key)} if fast else {}),
         flow_fp32: pipeline("fp32"),
-        flow_fast: pipeline("bf16"),
+        **({flow_fast: pipeline("bf16")} if fast else {}),
         "seed-style baseline": seed,
         "BM25 vectors of the same chunks (hybrid's sparse side)": sparse,
     }
@@ -283,18 +295,20 @@ def main() -> None:
         cps = runs[name][0][1] / seconds
         print(f"{name:<52}{seconds:>8.1f}{spread:>8.0%}{cps:>10.1f}{cps * tokens / len(texts):>10.0f}"
               f"{paired(name, limit)[0]:>10.2f}{rss[name]:>13.0f}")
-    cosines = (vectors["fp32"] * vectors[fast_key]).sum(axis=1)
+    cosines = (vectors["fp32"] * vectors[fast_key]).sum(axis=1) if fast else None
     backlog_s = statistics.median(backlogs)
     print(f"Prefect backlog after the flow returned: {backlog_s:.2f} s (median; max {max(backlogs):.2f} s)")
-    print(f"{fast.label} vs fp32 vectors of the same chunks: cosine mean {cosines.mean():.6f}, "
-          f"min {cosines.min():.6f}")
+    if fast:
+        print(f"{fast.label} vs fp32 vectors of the same chunks: cosine mean {cosines.mean():.6f}, "
+              f"min {cosines.min():.6f}")
     if children:
         print(f"flow alone in a fresh process: {children[0]['files']} files peak RSS "
               f"{children[0]['peak_rss_mb']:.0f} MB; {children[1]['files']} files peak RSS "
               f"{children[1]['peak_rss_mb']:.0f} MB, {children[1]['seconds']:.0f} s, "
               f"{children[1]['task_runs']} task runs, Prefect backlog {children[1]['backlog_s']:.2f} s")
     ratios = {"pipeline_vs_raw": paired(flow_fp32, limit), "vs_seed": paired(flow_fp32, "seed-style baseline"),
-              "fast_vs_fp32_pipeline": paired(flow_fast, flow_fp32), "fast_vs_fp32_limit": paired(fast_limit, limit),
+              **({"fast_vs_fp32_pipeline": paired(flow_fast, flow_fp32),
+                  "fast_vs_fp32_limit": paired(fast_limit, limit)} if fast else {}),
               "plain_vs_limit": paired("plain model.encode", limit),
               # seconds of the BM25 vectors / seconds of the fp32 pipeline, same chunks: what the
               # sparse side adds to a run (the pipeline includes it; without it: 1 / (1 - share))
@@ -309,9 +323,12 @@ def main() -> None:
         "backlog_s": round(backlog_s, 2),
         "backlog_s_at_rss_files": children[1]["backlog_s"] if children else None,
         "task_runs_at_rss_files": children[1]["task_runs"] if children else None,
-        "fast_precision": fast.label,
-        "bf16_cosine_mean": round(float(cosines.mean()), 6),
-        "bf16_cosine_min": round(float(cosines.min()), 6),
+        # On a CPU where INGEST_EMBED_PRECISION=bf16 selects fp32: nulls, and why.
+        "fast_precision": fast.label if fast else None,
+        "fast_skipped": None if fast else fast_choice.why,
+        **({} if fast else {"fast_vs_fp32_pipeline": None, "fast_vs_fp32_limit": None}),
+        "bf16_cosine_mean": round(float(cosines.mean()), 6) if fast else None,
+        "bf16_cosine_min": round(float(cosines.min()), 6) if fast else None,
         "rss_ratio_10x": (round(children[1]["peak_rss_mb"] / children[0]["peak_rss_mb"], 3)
                           if children else None),
     }))

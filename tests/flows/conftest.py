@@ -36,9 +36,20 @@ def cli_env(subprocess_prefect_home, tmp_path):
 
     env = {**os.environ, "INGEST_QDRANT_PATH": str(tmp_path / "store"),
            "PREFECT_HOME": str(subprocess_prefect_home), "PYTHONUNBUFFERED": "1"}
-    env.pop("PREFECT_API_URL", None)  # the test harness's server is not for subprocesses
+    env.pop("PREFECT_API_URL", None)  # each process starts its own server (see served_env)
     env.pop("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", None)  # set by in-process CLI tests
     return env
+
+
+@pytest.fixture()
+def served_env(cli_env):
+    """``cli_env`` pointed at this worker's Prefect server (the test harness's), as a deployment
+    points its runs at a Prefect server: for tests of what a run does rather than of the
+    temporary server a run starts on its own (``test_prefect_ownership``), which costs every
+    process ~9 s of CPU."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {**cli_env, "PREFECT_API_URL": PREFECT_API_URL.value()}
 
 
 @pytest.fixture()

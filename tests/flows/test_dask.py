@@ -40,9 +40,9 @@ def _model_loads(client) -> dict:
     return client.run(loads)
 
 
-def test_dask_run_equals_the_local_run(cluster, cli_env, tmp_path):
+def test_dask_run_equals_the_local_run(cluster, served_env, tmp_path):
     scheduler, client = cluster
-    env = {**cli_env, "INGEST_FILES_PER_TASK": "3"}
+    env = {**served_env, "INGEST_FILES_PER_TASK": "3"}
     done = subprocess.run([str(SCRIPT), "run", str(MIXED), "--dask-address", scheduler.scheduler_address,
                            "--json"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

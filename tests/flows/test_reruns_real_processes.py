@@ -55,9 +55,9 @@ def reference_store(tmp_path: Path, corpus: Path) -> dict:
 
 
 @pytest.fixture()
-def env(cli_env):
+def env(served_env):
     """One file per task run and one worker: the run advances file by file."""
-    return {**cli_env, "INGEST_FILES_PER_TASK": "1", "INGEST_WORKERS": "1"}
+    return {**served_env, "INGEST_FILES_PER_TASK": "1", "INGEST_WORKERS": "1"}
 
 
 def stored_now(env) -> dict:

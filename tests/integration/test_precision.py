@@ -34,6 +34,14 @@ def _own_choices(monkeypatch):
     monkeypatch.setattr(resources(), "_runtimes", {})
 
 
+def take_autocast() -> None:
+    """``INGEST_EMBED_PRECISION=bf16`` runs torch autocast in this test, even where it is slow,
+    without the trial that would find out: where the CPU emulates bf16, timing it on the probe
+    costs ~20 s, and the rules under test are about what a collection records."""
+    resources()._runtimes[(DEFAULT_MODEL, "bf16")] = precision.RuntimeChoice(
+        "bf16", "INGEST_EMBED_PRECISION=bf16: torch autocast, set by the test")
+
+
 def config_for(tmp_path, monkeypatch, precision_setting: str, **params):
     monkeypatch.setenv("INGEST_EMBED_PRECISION", precision_setting)
     return make_config(tmp_path / "store", IngestSettings(qdrant_path=tmp_path / "store"), **params)
@@ -58,8 +66,7 @@ def test_auto_chooses_a_measured_runtime_whose_vectors_pass_the_gate(monkeypatch
 @pytest.mark.store
 def test_an_existing_collection_keeps_the_runtime_it_was_built_with(tmp_path, monkeypatch, folder):
     # Built with bf16 (torch autocast) on purpose...
-    monkeypatch.setattr(precision, "MIN_SPEEDUP", 0.0)  # bf16 is taken even where it is slow
-    monkeypatch.setattr(precision, "candidates", lambda name, model: ["bf16"])
+    take_autocast()
     built = config_for(tmp_path, monkeypatch, "bf16")
     first = run_all(built, [str(folder)])
     assert {o.status for o in first.values()} == {Status.INDEXED}
@@ -89,8 +96,7 @@ def test_an_existing_collection_keeps_the_runtime_it_was_built_with(tmp_path, mo
 
 @pytest.mark.store
 def test_auto_chooses_again_when_the_recorded_runtime_cannot_run_here(tmp_path, monkeypatch, folder, caplog):
-    monkeypatch.setattr(precision, "MIN_SPEEDUP", 0.0)
-    monkeypatch.setattr(precision, "candidates", lambda name, model: ["bf16"])
+    take_autocast()
     run_all(config_for(tmp_path, monkeypatch, "bf16"), [str(folder)])
     close_stores()
     monkeypatch.setattr("tasks.core.stages.prepare.unavailable_reason",
