@@ -4,8 +4,9 @@ files, prune, report.
 Files travel in groups of ``INGEST_FILES_PER_TASK`` files and at most ``INGEST_GROUP_MB`` of
 them: Prefect records every task run on its server (~20–35 ms each), so a chain per file would
 cost more than the work on large batches, while each group's chunks embedded together waste
-less of the model on padding; the byte bound keeps what a group holds in memory bounded. Every
-file still gets its own outcome.
+less of the model on padding; the byte bound keeps what a group holds in memory bounded. The
+first groups are smaller (2 files, doubling), so the model starts at once. Every file still gets
+its own outcome.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from tasks.core.settings import (
     validation_message,
 )
 from tasks.core.sources import discover_files
-from tasks.core.stages.group import GroupResult, group_files
+from tasks.core.stages.group import FIRST_GROUP_FILES, GroupResult, group_files
 from tasks.core.store import exclusive_run
 
 #: The stages a group of files goes through, each its own task run.
@@ -233,7 +234,7 @@ def _run_groups(params: IngestParams, settings: IngestSettings, config: Pipeline
     try:
         files = discover_files(params.sources, params.include)
         for group in group_files(files, max_files=settings.files_per_task,
-                                 max_bytes=settings.group_bytes):
+                                 max_bytes=settings.group_bytes, first_files=FIRST_GROUP_FILES):
             if listed is not None:
                 listed.update(file.uri for file in group)
             pending.append((group, submit(group)))

@@ -39,6 +39,13 @@ def chains(task_runs) -> list[dict]:
 @pytest.fixture()
 def counted(monkeypatch):
     """Counts what reaches the model (texts per call) and the source (downloads per file)."""
+    from tasks.core.resources import resources
+    from tasks.core.settings import DEFAULT_MODEL
+
+    # A process's first run also checks the query encoder it keeps against the model (its own
+    # model calls, once per process): done here, so that only the run's calls are counted
+    # whichever test this worker ran before.
+    resources().keep_query_encoder(DEFAULT_MODEL)
     counts = {"embedded": Counter(), "fetched": Counter(), "calls": 0}
     embed, fetch = Embedder.embed_timed, read_module.fetch
 
@@ -65,12 +72,13 @@ def test_groups_are_read_chunk_embed_store_chains_and_a_store_fault_reruns_only_
 
     task_runs = read_task_runs(summary.run_id)
     found = chains(task_runs)
-    # 13 files in groups of 4 (INGEST_FILES_PER_TASK): 4 complete chains, each file in one.
+    # 13 files in groups of 2, 4, 4, 3 (a small first group, then INGEST_FILES_PER_TASK): 4
+    # complete chains, each file in one.
     assert len(found) == 4
     assert {r.id for chain in found for r in chain.values()} == {
         r.id for r in task_runs if r.task_key.split("-")[0] in CHAIN}
     names = [chain["read"].name for chain in found]
-    assert sorted(int(name.split()[1]) for name in names if name.split()[1].isdigit()) == [4, 4, 4]
+    assert sorted(int(name.split()[1]) for name in names if name.split()[1].isdigit()) == [2, 3, 4, 4]
     for chain in found:
         group = chain["read"].name.split(" ", 1)[1]  # "4 files: a.pdf, b.txt …" or one file's name
         for stage in CHAIN:

@@ -84,15 +84,19 @@ def test_groups_are_bounded_in_files_and_in_bytes():
         return (SourceFile(uri=f"file:///f{i}", protocol="file", path=f"/f{i}", name=f"f{i}",
                            size=size) for i, size in enumerate(sizes))
 
-    def cut(*sizes, max_files=3, max_bytes=100):
+    def cut(*sizes, max_files=3, max_bytes=100, first_files=None):
         return [[f.size for f in g] for g in group_files(listing(*sizes), max_files=max_files,
-                                                          max_bytes=max_bytes)]
+                                                          max_bytes=max_bytes, first_files=first_files)]
 
     assert cut(10, 10, 10, 10, 10) == [[10, 10, 10], [10, 10]]          # by count
     assert cut(60, 30, 20, 5) == [[60, 30], [20, 5]]                     # by bytes
     assert cut(10, 250, 10) == [[10], [250], [10]]                       # a large file goes alone
     assert cut(None, None, None, None) == [[None, None, None], [None]]   # unknown sizes count 0
     assert cut() == []
+    # A small first group, doubling up to max_files: the model starts while the rest is read.
+    assert cut(*[1] * 12, max_files=4, first_files=1) == [[1], [1, 1], [1, 1, 1, 1], [1, 1, 1, 1], [1]]
+    assert cut(*[1] * 3, max_files=4, first_files=8) == [[1, 1, 1]]     # never above max_files
+    assert cut(60, 30, 20, 5, 5, max_files=4, first_files=2) == [[60, 30], [20, 5, 5]]  # bytes too
     endless = (SourceFile(uri=f"file:///{i}", protocol="file", path=f"/{i}", name=str(i), size=1)
                for i in itertools.count())
     assert [f.name for f in next(group_files(endless, max_files=2, max_bytes=100))] == ["0", "1"]
