@@ -7,12 +7,13 @@ pipeline (the real flow), and a seed-style sequential baseline, on the same corp
 1. limit  — ``Embedder.embed`` (``model.encode`` batch by batch) of exactly the chunks the
             pipeline produces, batches planned by token count so they carry (almost) no padding;
 2. plain  — ``model.encode`` of the same chunks in their natural order, one call;
-3. bf16   — the limit again with torch autocast bf16, and with the runtime that
-            ``INGEST_EMBED_PRECISION=bf16`` selects on this CPU (OpenVINO when installed), and the
-            cosine of its vectors to fp32;
+3. fast   — the limit again with torch autocast bf16 (where the CPU has native bf16), and with
+            the runtime the default, ``INGEST_EMBED_PRECISION=auto``, selects on this CPU (bf16
+            or fp32 on OpenVINO; skipped where it is fp32 on torch), and the cosine of its vectors
+            to fp32;
 4. pipeline — ``ingest_documents`` end to end (Prefect ephemeral mode, embedded Edge store), fp32
-            and bf16; ``backlog_s``: seconds after the flow returns until Prefect has recorded
-            every task run;
+            and the default; ``backlog_s``: seconds after the flow returns until Prefect has
+            recorded every task run;
 5. seed   — per file, sequentially: read, chunk, encode that file's chunks, upsert that file (what
             a naive upload router does), same model, chunker and store backend;
 6. bm25   — the BM25 sparse vectors of the same chunks (Qdrant Edge's embedder), which the
@@ -191,19 +192,20 @@ def main() -> None:
     tokens = sum(counts)
     owner = resources()
     embedder = owner.embedder(config.model)
-    # bf16 rows only where they can say something: on a CPU without native bf16, torch emulates
-    # it (~0.2x fp32: an hour of a 300-file bench) and INGEST_EMBED_PRECISION=bf16 selects fp32.
+    # Autocast rows only where they can say something: on a CPU without native bf16, torch
+    # emulates bf16 (~0.2x fp32: an hour of a 300-file bench).
     from tasks.core.precision import skip_reason
 
     autocast_skip = skip_reason("bf16", embedder.model)
     autocast = None if autocast_skip else owner.embedder(config.model, "bf16")
-    # What INGEST_EMBED_PRECISION=bf16 runs here (the flow's prepare asks the same owner).
-    fast_choice = owner.runtime_choice(config.model, "bf16")
+    # What the default, INGEST_EMBED_PRECISION=auto, runs here (the flow's prepare asks the same
+    # owner): bf16 on OpenVINO on a CPU with native bf16, fp32 on OpenVINO on others.
+    fast_choice = owner.runtime_choice(config.model, "auto")
     fast = None if fast_choice.runtime == "fp32" else owner.embedder(config.model, fast_choice.runtime)
     if autocast_skip:
         print(f"skipped: the rows of bf16 torch autocast: {autocast_skip}")
     if not fast:
-        print(f"skipped: the rows of bf16 as selected ({fast_choice.why})")
+        print(f"skipped: the rows of the default runtime, fp32 here ({fast_choice.why})")
     connection().wait_ready()
     vectors: dict[str, np.ndarray] = {}
     backlogs: list[float] = []
@@ -248,19 +250,19 @@ def main() -> None:
         return time.perf_counter() - started, len(texts)
 
     limit, autocast_limit = "limit (sorted by tokens)", "limit, bf16 torch autocast"
-    # The selected bf16 runtime gets its own limit row unless it is autocast itself.
+    # The default's runtime gets its own limit row unless it is autocast itself.
     fast_label = fast.label if fast else ""
-    fast_limit = autocast_limit if fast is autocast else f"limit, bf16 as selected ({fast_label})"
+    fast_limit = autocast_limit if fast is autocast else f"limit, default runtime ({fast_label})"
     fast_key = "bf16" if fast is autocast else "fast"
     flow_fp32 = "pipeline (flow, end to end)"
-    flow_fast = f"pipeline, INGEST_EMBED_PRECISION=bf16 ({fast_label})"
+    flow_fast = f"pipeline, default (auto: {fast_label})"
     steps = {
         limit: encode_limit(embedder, "fp32"),
         "plain model.encode": encode_plain,
         **({autocast_limit: encode_limit(autocast, "bf16")} if autocast else {}),
         **({fast_limit: encode_limit(fast, fast_key)} if fast else {}),
         flow_fp32: pipeline("fp32"),
-        **({flow_fast: pipeline("bf16")} if fast else {}),
+        **({flow_fast: pipeline("auto")} if fast else {}),
         "seed-style baseline": seed,
         "BM25 vectors of the same chunks (hybrid's sparse side)": sparse,
     }
@@ -323,12 +325,12 @@ def main() -> None:
         "backlog_s": round(backlog_s, 2),
         "backlog_s_at_rss_files": children[1]["backlog_s"] if children else None,
         "task_runs_at_rss_files": children[1]["task_runs"] if children else None,
-        # On a CPU where INGEST_EMBED_PRECISION=bf16 selects fp32: nulls, and why.
+        # The default's runtime; where it is fp32 on torch: nulls, and why.
         "fast_precision": fast.label if fast else None,
         "fast_skipped": None if fast else fast_choice.why,
         **({} if fast else {"fast_vs_fp32_pipeline": None, "fast_vs_fp32_limit": None}),
-        "bf16_cosine_mean": round(float(cosines.mean()), 6) if fast else None,
-        "bf16_cosine_min": round(float(cosines.min()), 6) if fast else None,
+        "fast_cosine_mean": round(float(cosines.mean()), 6) if fast else None,
+        "fast_cosine_min": round(float(cosines.min()), 6) if fast else None,
         "rss_ratio_10x": (round(children[1]["peak_rss_mb"] / children[0]["peak_rss_mb"], 3)
                           if children else None),
     }))

@@ -1,4 +1,4 @@
-"""The embedding model: resolved offline, run on one of its runtimes (fp32, bf16, bf16 on
+"""The embedding model: resolved offline, run on one of its runtimes (fp32 or bf16, on torch or
 OpenVINO).
 
 The default model, ``sentence-transformers/all-MiniLM-L6-v2``, resolves to the weights shipped
@@ -92,13 +92,13 @@ class LoadedModel:
     thread: ModelThread
 
 
-RUNTIMES = ("fp32", "bf16", "bf16-openvino")
+RUNTIMES = ("fp32", "bf16", "fp32-openvino", "bf16-openvino")
 
 
 @dataclass(frozen=True)
 class Embedder:
     """A loaded model used at one numeric precision on one runtime: ``fp32`` on torch (the
-    reference), ``bf16`` through torch autocast, or ``bf16`` compiled in OpenVINO."""
+    reference), ``bf16`` through torch autocast, or either compiled in OpenVINO."""
 
     name: str
     loaded: LoadedModel
@@ -109,8 +109,8 @@ class Embedder:
 
     @property
     def label(self) -> str:
-        """How the vectors were made, as recorded in the fingerprint: ``fp32``, ``bf16``
-        (torch autocast) or ``bf16-openvino``."""
+        """How the vectors were made, as recorded in each point: ``fp32``, ``bf16`` (torch
+        autocast), ``fp32-openvino`` or ``bf16-openvino``."""
         return runtime_label(self.precision, self.backend)
 
     @property
@@ -185,16 +185,17 @@ def make_embedder(name: str, loaded: LoadedModel, runtime: str, *,
         return Embedder(name=name, loaded=loaded)
     if runtime == "bf16":
         return Embedder(name=name, loaded=loaded, precision="bf16")
-    if runtime == "bf16-openvino":
+    precision, _, backend = runtime.partition("-")
+    if backend == "openvino" and precision in ("fp32", "bf16"):
         reason = unsupported_reason(loaded.model)
         if reason is not None:
-            raise ModelError(f"bf16 on OpenVINO is not available for {name}: {reason}")
+            raise ModelError(f"{precision} on OpenVINO is not available for {name}: {reason}")
         import torch
 
         cache = conversion_folder(cache_dir, loaded.location) if cache_dir is not None else None
-        return Embedder(name=name, loaded=loaded, precision="bf16", backend="openvino",
+        return Embedder(name=name, loaded=loaded, precision=precision, backend="openvino",
                         compiled=OpenVinoTransformer(
-                            loaded.model, "bf16", threads=torch.get_num_threads(), cache=cache))
+                            loaded.model, precision, threads=torch.get_num_threads(), cache=cache))
     raise ModelError(f"unknown embedding runtime {runtime!r} (expected one of {', '.join(RUNTIMES)})")
 
 

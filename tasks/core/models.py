@@ -238,7 +238,8 @@ class RunSummary(BaseModel):
     interrupted: bool = False
     #: The sources the run listed (rows show paths relative to them).
     sources: list[str] = Field(default_factory=list)
-    #: How the run's vectors were computed: fp32, bf16 (torch autocast) or bf16-openvino.
+    #: How the run's vectors were computed: fp32, bf16 (torch autocast), fp32-openvino or
+    #: bf16-openvino.
     embed_runtime: str | None = None
     #: Why that runtime: what INGEST_EMBED_PRECISION asked and what was measured or recorded.
     embed_choice: str | None = None

@@ -69,7 +69,7 @@ class Resources:
             return loaded
 
     def embedder(self, name: str, runtime: str = "fp32") -> Embedder:
-        """The model ``name`` on ``runtime`` (``fp32``, ``bf16``, ``bf16-openvino``)."""
+        """The model ``name`` on ``runtime`` (one of ``embedding.RUNTIMES``)."""
         with self._lock:
             embedder = self._embedders.get((name, runtime))
             if embedder is None:
@@ -107,15 +107,19 @@ class Resources:
             self.keep_query_encoder(name)
             return self.embedder(name)
 
-    def runtime_choice(self, name: str, precision: str) -> RuntimeChoice:
+    def runtime_choice(self, name: str, precision: str, vectors: str | None = None) -> RuntimeChoice:
         """The runtime ``INGEST_EMBED_PRECISION=precision`` selects on this CPU, and why
-        (measured once per process: ``precision.choose_runtime``)."""
+        (measured once per process: ``precision.choose_runtime``); with ``vectors``, among the
+        runtimes that make those (a collection's, e.g. ``fp32``)."""
+        key = (name, precision) if vectors is None else (name, precision, vectors)
         with self._lock:
-            choice = self._runtimes.get((name, precision))
+            choice = self._runtimes.get(key)
             if choice is None:
                 loaded = self.model(name)
-                choice = self._runtimes[(name, precision)] = choose_runtime(
-                    name, loaded.model, precision, lambda r: self.embedder(name, r))
+                context = "" if vectors is None else f", a collection of {vectors} vectors"
+                choice = self._runtimes[key] = choose_runtime(
+                    name, loaded.model, precision, lambda r: self.embedder(name, r),
+                    vectors=vectors, context=context)
             return choice
 
     def runtime_for(self, name: str, precision: str) -> str:

@@ -117,10 +117,11 @@ class IngestSettings(BaseSettings):
     chunk_overlap: ChunkOverlap = DEFAULT_CHUNK_OVERLAP
     embed_batch_size: int = Field(16, ge=1, le=1024, description="Most texts per forward pass")
     embed_precision: EmbedPrecision = Field(
-        "auto", description="auto: the fastest runtime this CPU has (fp32; bf16 on OpenVINO or "
-                            "torch autocast) whose vectors pass the quality gate against fp32, "
-                            "timed at start-up; an existing collection keeps the runtime it was "
-                            "built with. fp32: the reference. bf16: the fastest bf16 runtime if "
+        "auto", description="auto: the fastest runtime this CPU has (fp32 on torch or OpenVINO; "
+                            "bf16 on OpenVINO or torch autocast) whose vectors pass the quality "
+                            "gate against fp32, timed at start-up; an existing collection keeps "
+                            "the vectors it was built with (fp32 on either engine are the same). "
+                            "fp32: the reference, on torch. bf16: the fastest bf16 runtime if "
                             "faster than fp32")
     upsert_batch: int = Field(256, ge=1, le=10_000)
     max_file_mb: float = Field(100.0, gt=0)
@@ -303,7 +304,7 @@ class PipelineConfig(BaseModel):
     embed_batch_size: int
     embed_precision: EmbedPrecision = "auto"
     #: The runtime chosen for ``embed_precision`` on the flow's machine (``fp32``, ``bf16``,
-    #: ``bf16-openvino``; see ``precision.choose_runtime``); set once per run by ``prepare``, so
+    #: ``fp32-openvino``, ``bf16-openvino``; see ``precision.choose_runtime``); set once per run by ``prepare``, so
     #: every worker embeds, and fingerprints, with the same one.
     embed_runtime: str | None = None
     #: Why ``prepare`` chose that runtime (one line, for the run's summary).
@@ -355,9 +356,10 @@ class PipelineConfig(BaseModel):
     @property
     def fingerprint(self) -> str:
         """What, besides a file's bytes, decides its points (see ``ids.config_fingerprint``)."""
-        from tasks.core.ids import config_fingerprint
+        from tasks.core.ids import config_fingerprint, vectors_label
 
         if self.embed_runtime is None:
             raise RuntimeError("the embedding runtime is chosen by prepare() before any file is read")
         return config_fingerprint(model=self.model, chunk_tokens=self.chunk_tokens,
-                                  chunk_overlap=self.chunk_overlap, precision=self.embed_runtime)
+                                  chunk_overlap=self.chunk_overlap,
+                                  precision=vectors_label(self.embed_runtime))

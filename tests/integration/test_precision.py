@@ -52,7 +52,7 @@ def test_auto_chooses_a_measured_runtime_whose_vectors_pass_the_gate(monkeypatch
     fresh = Resources()  # its own choice, timed anew; the model is shared
     monkeypatch.setattr(fresh, "model", owner.model)
     choice = fresh.runtime_choice(DEFAULT_MODEL, "auto")
-    assert choice.runtime in {"fp32", "bf16", "bf16-openvino"}
+    assert choice.runtime in {"fp32", "bf16", "fp32-openvino", "bf16-openvino"}
     assert choice.why.startswith("INGEST_EMBED_PRECISION=auto: ")
     if choice.runtime != "fp32":  # the probe's vectors, measured again: they pass the gate
         texts = precision.probe_texts()
@@ -91,6 +91,39 @@ def test_an_existing_collection_keeps_the_runtime_it_was_built_with(tmp_path, mo
     store = get_store(built.store)
     assert store.recorded_runtime("docs") == "fp32"
     assert {p.payload["embed_precision"] for p in store.iter_points("docs", fields=["embed_precision"])} == {"fp32"}
+    close_stores()
+
+
+@pytest.mark.store
+def test_fp32_vectors_are_continued_on_either_engine_without_re_embedding(tmp_path, monkeypatch, folder, caplog):
+    pytest.importorskip("openvino")
+    # Built with fp32 on OpenVINO (what auto takes where it is the fastest)...
+    resources()._runtimes[(DEFAULT_MODEL, "auto")] = precision.RuntimeChoice("fp32-openvino", "set by the test")
+    built = config_for(tmp_path, monkeypatch, "auto")
+    first = run_all(built, [str(folder)])
+    assert {o.status for o in first.values()} == {Status.INDEXED}
+    store = get_store(built.store)
+    assert store.recorded_runtime("docs") == "fp32-openvino"
+    assert {(p.payload["embed_precision"], p.payload["embed_backend"])
+            for p in store.iter_points("docs", fields=["embed_precision", "embed_backend"])} == {("fp32", "openvino")}
+    close_stores()
+    # ... then by a process without OpenVINO: fp32 on torch makes the same vectors (the same
+    # fingerprint), so nothing is re-embedded and nothing warns.
+    monkeypatch.setattr(precision, "unavailable_reason",
+                        lambda runtime, model: "not installed" if "openvino" in runtime else None)
+    with caplog.at_level(logging.WARNING):
+        again = run_all(config_for(tmp_path, monkeypatch, "auto"), [str(folder)])
+    assert {o.status for o in again.values()} == {Status.UNCHANGED}
+    assert "re-embedded" not in caplog.text
+    from tasks.core.stages.prepare import config_runtime
+
+    choice = config_runtime(config_for(tmp_path, monkeypatch, "auto"), resources())
+    assert choice.runtime == "fp32" and "a collection of fp32 vectors" in choice.why
+    assert "fp32-openvino: not installed" in choice.why
+    close_stores()
+    # Explicit fp32 (torch, the reference) leaves the files as they are too.
+    explicit = run_all(config_for(tmp_path, monkeypatch, "fp32"), [str(folder)])
+    assert {o.status for o in explicit.values()} == {Status.UNCHANGED}
     close_stores()
 
 

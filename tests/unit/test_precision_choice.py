@@ -37,15 +37,16 @@ def vectors_of(runtime: Runtime) -> np.ndarray:
 @pytest.fixture()
 def measured(monkeypatch):
     """``choose_runtime`` over the given runtimes; returns (choice, the runtimes built)."""
-    def choose(requested: str, runtimes: dict[str, Runtime]):
+    def choose(requested: str, runtimes: dict[str, Runtime], vectors: str | None = None):
         built = []
-        monkeypatch.setattr(precision, "candidates", lambda name, model: [r for r in runtimes if r != "fp32"])
+        monkeypatch.setattr(precision, "candidates", lambda name, model, requested, vectors=None: [
+            r for r in runtimes if r != "fp32" and precision.wanted(r, requested, vectors)])
         monkeypatch.setattr(precision, "_timed", lambda embedder, texts: (embedder.seconds, vectors_of(embedder)))
 
         def build(runtime):
             built.append(runtime)
             return runtimes[runtime]
-        return choose_runtime("model", None, requested, build), built
+        return choose_runtime("model", None, requested, build, vectors=vectors), built
     return choose
 
 
@@ -88,27 +89,61 @@ def test_nothing_clearly_faster_means_fp32(measured):
     assert "best: bf16-openvino 1.11x fp32" in choice.why
 
 
+def test_fp32_on_openvino_needs_a_smaller_lead_since_its_vectors_are_fp32s(measured):
+    # 1.1x: not enough for bf16 (vectors that differ), enough for fp32's own vectors.
+    choice, _ = measured("auto", {"fp32": Runtime(1.0), "bf16-openvino": Runtime(0.9, bend=1e-5),
+                                  "fp32-openvino": Runtime(0.9, bend=1e-8)})
+    assert choice.runtime == "fp32-openvino" and "fp32-openvino 1.11x fp32" in choice.why
+    # Not faster at all: fp32 stays.
+    assert measured("auto", {"fp32": Runtime(1.0), "fp32-openvino": Runtime(0.99)})[0].runtime == "fp32"
+    # Faster but wrong is refused like any other runtime.
+    bent = Runtime(0.5, bend=(1 - MIN_COSINE) * 2)
+    assert measured("auto", {"fp32": Runtime(1.0), "fp32-openvino": bent})[0].runtime == "fp32"
+
+
+def test_bf16_by_name_is_never_fp32_on_openvino(measured):
+    choice, built = measured("bf16", {"fp32": Runtime(1.0), "fp32-openvino": Runtime(0.5),
+                                      "bf16": Runtime(0.7, bend=1e-5)})
+    assert choice.runtime == "bf16" and "fp32-openvino" not in built
+
+
+def test_a_collection_of_fp32_vectors_is_continued_by_a_runtime_that_makes_them(measured):
+    runtimes = {"fp32": Runtime(1.0), "bf16-openvino": Runtime(0.4, bend=1e-5),
+                "fp32-openvino": Runtime(0.8, bend=1e-8)}
+    assert measured("auto", runtimes)[0].runtime == "bf16-openvino"
+    choice, built = measured("auto", runtimes, vectors="fp32")
+    assert choice.runtime == "fp32-openvino" and "bf16-openvino" not in built
+    assert choice.why.startswith("INGEST_EMBED_PRECISION=auto: fp32-openvino 1.25x fp32")
+
+
 def test_the_probe_is_fixed_and_mixes_passages_and_queries():
     texts = probe_texts()
     assert texts == probe_texts() and len(texts) == 24
     assert sum(len(t) > 300 for t in texts) == 16 and sum(len(t) < 60 for t in texts) == 8
 
 
-def test_without_native_bf16_nothing_is_timed_and_auto_is_fp32(monkeypatch):
-    # An AVX2 CPU: torch would emulate bf16 (0.19x fp32 measured), OpenVINO would run f32.
+def test_without_native_bf16_only_fp32_on_openvino_is_timed(monkeypatch):
+    # An AVX2 CPU: torch would emulate bf16 (0.19x fp32 measured), OpenVINO would run f32 under
+    # the bf16 name — f32 on OpenVINO is worth timing under its own name.
     from tasks.core import embedding, openvino_runtime
 
     monkeypatch.setattr(precision, "unavailable_reason", lambda runtime, model: None)
     monkeypatch.setattr(embedding, "native_bf16", lambda: False)
     monkeypatch.setattr(openvino_runtime, "native_bf16", lambda: False)
+    assert precision.candidates("model", None) == ["fp32-openvino"]
     built = []
-    choice = choose_runtime("model", None, "auto", built.append)
+    choice = choose_runtime("model", None, "bf16", built.append)  # bf16 asked: nothing to time
     assert choice.runtime == "fp32" and built == []  # not even fp32 is timed
     assert "no faster runtime to try here" in choice.why
     assert "OpenVINO lists no BF16 for this CPU" in choice.why and "no native bf16" in choice.why
-    # Where OpenVINO has bf16 but torch does not, only OpenVINO is worth timing.
+    # Where OpenVINO has bf16 but torch does not, OpenVINO's runtimes are worth timing.
     monkeypatch.setattr(openvino_runtime, "native_bf16", lambda: True)
-    assert precision.candidates("model", None) == ["bf16-openvino"]
-    # A runtime this process cannot run is reported as such, whatever the CPU.
-    monkeypatch.setattr(precision, "unavailable_reason", lambda runtime, model: "not installed")
+    assert precision.candidates("model", None) == ["bf16-openvino", "fp32-openvino"]
+    # Without OpenVINO either, auto times nothing and says why.
+    monkeypatch.setattr(precision, "unavailable_reason",
+                        lambda runtime, model: "not installed" if "openvino" in runtime else None)
+    monkeypatch.setattr(openvino_runtime, "native_bf16", lambda: False)
+    choice = choose_runtime("model", None, "auto", built.append)
+    assert choice.runtime == "fp32" and built == []
+    assert "fp32-openvino: not installed" in choice.why
     assert precision.skip_reason("bf16-openvino", None) == "not installed"

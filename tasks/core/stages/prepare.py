@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from tasks.core.ids import vectors_label
 from tasks.core.precision import RuntimeChoice, unavailable_reason
 from tasks.core.resources import Resources
 from tasks.core.settings import PipelineConfig
@@ -37,15 +38,19 @@ lacks here, from its payload text.
 
 
 def config_runtime(config: PipelineConfig, owner: Resources) -> RuntimeChoice:
-    """The run's embedding runtime. ``INGEST_EMBED_PRECISION=auto`` keeps the runtime an
+    """The run's embedding runtime. ``INGEST_EMBED_PRECISION=auto`` keeps the vectors an
     existing collection was built with — a changed default or a faster machine never re-embeds
-    a whole collection by itself — unless this process cannot run it or the run re-embeds
-    everything anyway (``overwrite``); an explicit ``fp32`` or ``bf16`` is a choice to switch:
-    files re-embed as their fingerprint changes."""
+    a whole collection by itself: fp32 vectors, made on torch or OpenVINO, are made by the
+    faster of the two here (``ids.vectors_label``); others by the runtime that made them —
+    unless this process cannot run it or the run re-embeds everything anyway (``overwrite``);
+    an explicit ``fp32`` or ``bf16`` is a choice to switch: files re-embed as their fingerprint
+    changes."""
     if config.embed_runtime is not None:
         return RuntimeChoice(config.embed_runtime, config.embed_choice or "chosen by the caller")
     if config.embed_precision == "auto" and not config.overwrite:
         recorded = owner.store(config.store).recorded_runtime(config.collection)
+        if recorded is not None and vectors_label(recorded) == "fp32":
+            return owner.runtime_choice(config.model, "auto", vectors="fp32")
         if recorded is not None:
             reason = unavailable_reason(recorded, owner.model(config.model).model)
             if reason is None:
