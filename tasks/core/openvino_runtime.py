@@ -1,9 +1,10 @@
 """OpenVINO as the runtime of a sentence-transformers model's transformer (the fast paths).
 
 On CPUs with native bf16 (AVX512-BF16, AMX), OpenVINO's fused bf16 kernels ran the default model
-1.94x torch fp32 here (`make bench`), against 1.49x for torch's own bf16 autocast, with the same cosine to fp32
-(0.99998). In f32 it computes what torch does (cosine 0.9999999 at worst over 900 real chunks), a whole
-run 1.09-1.17x faster on an AVX2 EPYC without bf16. Only the transformer runs in OpenVINO; tokenisation and every module after it
+1.94x torch fp32 here (`make bench`), against 1.49x for torch's own bf16 autocast, with the same
+cosine to fp32 (0.99998). In f32 it computes what torch does (cosine 0.9999999 at worst over 900
+real chunks), a whole run 1.09-1.17x faster on an AVX2 EPYC without bf16. Only the transformer
+runs in OpenVINO; tokenisation and every module after it
 (pooling, dense layers, normalisation) stay the model's own sentence-transformers code, so any
 model whose first module is a text ``Transformer`` works. sentence-transformers' own OpenVINO
 backend needs ``optimum-intel``, which cannot be installed beside transformers 5.x; the plain

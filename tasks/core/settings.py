@@ -304,8 +304,8 @@ class PipelineConfig(BaseModel):
     embed_batch_size: int
     embed_precision: EmbedPrecision = "auto"
     #: The runtime chosen for ``embed_precision`` on the flow's machine (``fp32``, ``bf16``,
-    #: ``fp32-openvino``, ``bf16-openvino``; see ``precision.choose_runtime``); set once per run by ``prepare``, so
-    #: every worker embeds, and fingerprints, with the same one.
+    #: ``fp32-openvino``, ``bf16-openvino``; see ``precision.choose_runtime``); set once per run
+    #: by ``prepare``, so every worker embeds, and fingerprints, with the same one.
     embed_runtime: str | None = None
     #: Why ``prepare`` chose that runtime (one line, for the run's summary).
     embed_choice: str | None = None

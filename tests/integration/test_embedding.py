@@ -100,7 +100,8 @@ def test_faster_runtimes_match_fp32_and_retrieval_is_unchanged(embedder, runtime
     approx = fast.embed(texts, counts, batch_size=16)
     cosines = (exact * approx).sum(axis=1)
     # fp32 on OpenVINO is fp32's arithmetic: its vectors count as fp32's (ids.vectors_label).
-    assert cosines.min() > (0.999999 if runtime == "fp32-openvino" else 0.9999), (cosines.mean(), cosines.min())
+    bound = 0.999999 if runtime == "fp32-openvino" else 0.9999
+    assert cosines.min() > bound, (cosines.mean(), cosines.min())
     assert np.allclose(np.linalg.norm(approx, axis=1), 1.0, atol=1e-5)
     for query, answer in QUERIES.items():
         for model in (embedder, fast):

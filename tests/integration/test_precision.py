@@ -95,17 +95,20 @@ def test_an_existing_collection_keeps_the_runtime_it_was_built_with(tmp_path, mo
 
 
 @pytest.mark.store
-def test_fp32_vectors_are_continued_on_either_engine_without_re_embedding(tmp_path, monkeypatch, folder, caplog):
+def test_fp32_vectors_are_continued_on_either_engine_without_re_embedding(tmp_path, monkeypatch, folder,
+                                                                          caplog):
     pytest.importorskip("openvino")
     # Built with fp32 on OpenVINO (what auto takes where it is the fastest)...
-    resources()._runtimes[(DEFAULT_MODEL, "auto")] = precision.RuntimeChoice("fp32-openvino", "set by the test")
+    resources()._runtimes[(DEFAULT_MODEL, "auto")] = precision.RuntimeChoice("fp32-openvino",
+                                                                             "set by the test")
     built = config_for(tmp_path, monkeypatch, "auto")
     first = run_all(built, [str(folder)])
     assert {o.status for o in first.values()} == {Status.INDEXED}
     store = get_store(built.store)
     assert store.recorded_runtime("docs") == "fp32-openvino"
-    assert {(p.payload["embed_precision"], p.payload["embed_backend"])
-            for p in store.iter_points("docs", fields=["embed_precision", "embed_backend"])} == {("fp32", "openvino")}
+    recorded = {(p.payload["embed_precision"], p.payload["embed_backend"])
+                for p in store.iter_points("docs", fields=["embed_precision", "embed_backend"])}
+    assert recorded == {("fp32", "openvino")}
     close_stores()
     # ... then by a process without OpenVINO: fp32 on torch makes the same vectors (the same
     # fingerprint), so nothing is re-embedded and nothing warns.

@@ -289,8 +289,9 @@ class VectorStore(abc.ABC):
     @operation
     def recorded_runtime(self, collection: str, *, sample: int = 64) -> str | None:
         """The embedding runtime the collection's vectors were made with (``fp32``, ``bf16``,
-        ``fp32-openvino``, ``bf16-openvino``: the most common among its first ``sample`` points), ``None`` for a
-        missing or empty collection. Points from before runtimes were recorded count as fp32."""
+        ``fp32-openvino``, ``bf16-openvino``: the most common among its first ``sample``
+        points), ``None`` for a missing or empty collection. Points from before runtimes were
+        recorded count as fp32."""
         if self._vectors_config(collection) is None:
             return None
         points, _ = self._scroll(collection, None, sample, ["embed_precision", "embed_backend"], False)
