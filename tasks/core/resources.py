@@ -22,6 +22,7 @@ from typing import Any
 
 from tasks.core.chunking import Chunker
 from tasks.core.embedding import Embedder, LoadedModel, load_model, make_embedder, resolve_model
+from tasks.core.ids import vectors_label
 from tasks.core.isolation import ParsePool, isolation_available
 from tasks.core.models import Document
 from tasks.core.precision import RuntimeChoice, choose_runtime
@@ -114,6 +115,10 @@ class Resources:
         key = (name, precision) if vectors is None else (name, precision, vectors)
         with self._lock:
             choice = self._runtimes.get(key)
+            unrestricted = self._runtimes.get((name, precision))
+            if choice is None and unrestricted is not None and vectors_label(unrestricted.runtime) == vectors:
+                # The fastest of all makes these vectors: it is the fastest of those that do.
+                choice = self._runtimes[key] = unrestricted
             if choice is None:
                 loaded = self.model(name)
                 context = "" if vectors is None else f", a collection of {vectors} vectors"

@@ -111,7 +111,9 @@ def test_fp32_vectors_are_continued_on_either_engine_without_re_embedding(tmp_pa
     assert recorded == {("fp32", "openvino")}
     close_stores()
     # ... then by a process without OpenVINO: fp32 on torch makes the same vectors (the same
-    # fingerprint), so nothing is re-embedded and nothing warns.
+    # fingerprint), so nothing is re-embedded and nothing warns. (Another process: none of
+    # this one's choices.)
+    resources()._runtimes.clear()
     monkeypatch.setattr(precision, "unavailable_reason",
                         lambda runtime, model: "not installed" if "openvino" in runtime else None)
     with caplog.at_level(logging.WARNING):

@@ -147,3 +147,22 @@ def test_without_native_bf16_only_fp32_on_openvino_is_timed(monkeypatch):
     assert choice.runtime == "fp32" and built == []
     assert "fp32-openvino: not installed" in choice.why
     assert precision.skip_reason("bf16-openvino", None) == "not installed"
+
+
+def test_a_choice_already_made_is_reused_for_a_collection_of_its_vectors(monkeypatch):
+    # A process (the API) that chose for a new collection, then meets one of fp32 vectors: the
+    # fastest runtime of all makes fp32 vectors, so it is the fastest of those; nothing is timed.
+    from tasks.core import resources as resources_module
+    from tasks.core.resources import Resources
+
+    owner = Resources()
+    owner._runtimes[("model", "auto")] = precision.RuntimeChoice("fp32-openvino", "measured")
+    monkeypatch.setattr(resources_module, "choose_runtime", lambda *a, **k: pytest.fail("timed again"))
+    monkeypatch.setattr(owner, "model", lambda name: pytest.fail("loaded the model"))
+    assert owner.runtime_choice("model", "auto", vectors="fp32").runtime == "fp32-openvino"
+    # A bf16 choice says nothing about the fastest fp32 engine: that one is timed.
+    other = Resources()
+    other._runtimes[("model", "auto")] = precision.RuntimeChoice("bf16-openvino", "measured")
+    monkeypatch.setattr(other, "model", lambda name: pytest.fail("loaded the model"))
+    with pytest.raises(pytest.fail.Exception, match="loaded the model"):
+        other.runtime_choice("model", "auto", vectors="fp32")
