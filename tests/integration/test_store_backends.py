@@ -13,7 +13,7 @@ from tasks.core.ids import point_id
 from tasks.core.settings import StoreLocation
 from tasks.core.sparse import SPARSE_VECTORS, Bm25Encoder
 from tasks.core.store import StoredPoint, open_store
-from tasks.core.store.edge import CONFIG_FILE, MAX_SEGMENT_KB, EdgeStore
+from tasks.core.store.edge import CONFIG_FILE, INDEXING_THRESHOLD_KB, EdgeStore, segment_cap_kb
 from tasks.core.transfer import copy_collection, export_records
 from tests.conftest import create_edge_shard
 
@@ -105,12 +105,12 @@ def test_edge_builds_the_index_in_pieces_as_files_are_written(tmp_path):
     # A large run must not keep every point it wrote waiting for one build at its end: each file
     # that leaves the threshold's worth waiting builds the index for them, and the pieces stay
     # separate segments (capped, so Edge does not merge them back into one rebuild).
-    # Wide vectors: 2,000 of them pass Edge's own indexing threshold (10 MB of vectors), so the
-    # test builds three small pieces rather than three of the model's 8,000.
+    # 2,000 of the model's 384-d vectors are 3 MB, far below Edge's own default indexing
+    # threshold (10 MB): the store's threshold decides, not Edge's.
     store = EdgeStore(StoreLocation.embedded("edge", tmp_path, optimize_threshold=2000))
     try:
-        store.ensure_collection("docs", 1536)
-        points = make_points(6000, dim=1536)
+        store.ensure_collection("docs", 384)
+        points = make_points(6000, dim=384)
         for n in range(3):  # three "files" of 2,000 chunks
             part = [StoredPoint(point_id(f"f{n}", j), p.vector, {**p.payload, "source": f"f{n}"}, p.sparse)
                     for j, p in enumerate(points[n * 2000:(n + 1) * 2000])]
@@ -137,7 +137,8 @@ def test_edge_shard_made_before_the_segment_cap_gets_it_and_keeps_its_placement(
     try:
         store.upsert_points("docs", points)
         stored = json.loads((folder / CONFIG_FILE).read_text())
-        assert stored["optimizers"]["max_segment_size"] == MAX_SEGMENT_KB
+        assert stored["optimizers"]["max_segment_size"] == segment_cap_kb(16, store.optimize_threshold)
+        assert stored["optimizers"]["indexing_threshold"] == INDEXING_THRESHOLD_KB
         assert "memory" not in stored["vectors"][""]
         assert all("memory" not in v for v in stored["sparse_vectors"].values())
         assert store.search("docs", dense=points[7].vector, limit=1)[0].payload["text"] == "t7"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.errors import CollectionMismatchError, IngestError, StoreError
+from tasks.core.heap import release_freed_memory
 from tasks.core.payload import SOURCE
 from tasks.core.settings import StoreLocation
 from tasks.core.sparse import SPARSE_VECTORS, Keywords, Sparse, SparseEncode
@@ -41,11 +42,23 @@ from tasks.core.store.base import (
 )
 
 CONFIG_FILE = "edge_config.json"
-# Edge's merge optimizer joins segments up to this size (KB of vectors); left at its default it
-# merges the pieces back into one, and that rebuild is the peak the pieces avoid (33k chunks of
-# `make eval` text on Edge alone: built whole 1,074 MB, in 8k pieces merged up to 64 MB 1,062 MB,
-# in 8k pieces capped at 20 MB 661 MB; search p50 3.9 / 2.0 / 3.3 ms).
-MAX_SEGMENT_KB = 20_000
+#: Edge's own indexing threshold (KB of vectors): a segment below it is never given a graph
+#: index, whatever ``optimize()`` is asked. The store decides when to build (its
+#: ``optimize_threshold`` in points), so Edge's must not veto a piece: its default, 10 MB, is
+#: more than 4,000 of the model's 384-d vectors (6 MB).
+INDEXING_THRESHOLD_KB = 100
+
+
+def segment_cap_kb(dimension: int, optimize_threshold: int) -> int:
+    """The segment size cap (KB of dense vectors) given to Edge's merge optimizer: one piece's
+    worth, so that two pieces never fit in one segment and are never merged back into one
+    rebuild (a piece alone may be larger; it is indexed all the same). Left at Edge's default,
+    the merge optimizer joins the pieces, and that rebuild is the peak the pieces avoid (33k
+    chunks of `make eval` text on Edge alone: built whole 1,074 MB, in 8k pieces merged up to
+    64 MB 1,062 MB, in 8k pieces capped at 20 MB 661 MB)."""
+    return max(1, optimize_threshold * dimension * 4 // 1024)
+
+
 BUILDING, REPLACED = ".upgrade", ".replaced"  # suffixes of a rebuild's folders (names have no dots)
 
 
@@ -86,11 +99,14 @@ class EdgeStore(VectorStore):
             folder = self._folder(collection)
             stored = json.loads((folder / CONFIG_FILE).read_text())
             config = None
-            if (stored.get("optimizers") or {}).get("max_segment_size") != MAX_SEGMENT_KB:
-                # A shard made before the segment cap gets it (load checks and rewrites the
-                # config; the vectors must be described as they are).
-                config = self._config(int(stored["vectors"][""]["size"]),
-                                      sparse=set(stored.get("sparse_vectors") or {}), cold=False)
+            dimension = int(stored["vectors"][""]["size"])
+            recorded = stored.get("optimizers") or {}
+            if any(recorded.get(k) != v for k, v in self._optimizers(dimension).items()):
+                # A shard made before the segment cap, or with another threshold, gets this
+                # store's (load checks and rewrites the config; the vectors must be described
+                # as they are, and their placement is kept).
+                config = self._config(dimension, sparse=set(stored.get("sparse_vectors") or {}),
+                                      cold=False)
             shard = self._shards[collection] = EdgeShard.load(str(folder), config)
             self._per_point[collection] = _vectors_per_point(stored.get("sparse_vectors") or {})
         return shard
@@ -120,8 +136,13 @@ class EdgeStore(VectorStore):
         return CollectionShape(size=int(vectors[""]["size"]), distance=str(vectors[""]["distance"]),
                                sparse=frozenset(config.get("sparse_vectors") or {}) & set(SPARSE_VECTORS))
 
-    @staticmethod
-    def _config(dimension: int, sparse: Iterable[str] = SPARSE_VECTORS, *, cold: bool = True):
+    def _optimizers(self, dimension: int) -> dict[str, int]:
+        """This store's optimizer settings for a shard of ``dimension``-d vectors, as Edge
+        records them in the shard's config file."""
+        return {"max_segment_size": segment_cap_kb(dimension, self.optimize_threshold),
+                "indexing_threshold": INDEXING_THRESHOLD_KB}
+
+    def _config(self, dimension: int, sparse: Iterable[str] = SPARSE_VECTORS, *, cold: bool = True):
         """A shard's config. ``cold``: vectors and BM25 indexes stay in their memory-mapped
         files, read on demand (the page cache keeps what searches touch), so the process's
         resident memory does not grow with the collection (33k chunks on Edge alone: 558 MB
@@ -144,7 +165,7 @@ class EdgeStore(VectorStore):
                           sparse_vectors={name: EdgeSparseVectorParams(modifier=Modifier.Idf,
                                                                        **placement)
                                           for name in sparse},
-                          optimizers=EdgeOptimizersConfig(max_segment_size=MAX_SEGMENT_KB))
+                          optimizers=EdgeOptimizersConfig(**self._optimizers(dimension)))
 
     def _new_shard(self, folder: Path, dimension: int):
         from qdrant_edge import EdgeShard, PayloadSchemaType, UpdateOperation
@@ -293,12 +314,21 @@ class EdgeStore(VectorStore):
         per_point = self._per_point[collection]
         info = shard.info()
         waiting = info.points_count * per_point - info.indexed_vectors_count
-        if waiting < self.optimize_threshold or not shard.optimize():
+        if waiting < self.optimize_threshold:
             return None
-        # Reopen: the build wrote the new segment through memory maps and read the old one, and
-        # those pages stay resident in this process until unmapped (on Edge alone, 33k chunks
-        # built in 8k pieces: 970 MB peak kept open, 661 MB reopened after each build).
+        # Reopened before the build and after it: the pages a shard has written or read through
+        # memory maps (the waiting points, the write-ahead log, the build's old, temporary and
+        # new segments) stay resident in this process until unmapped. After the build, Edge's
+        # freed heap goes back to the OS too (glibc keeps it otherwise). On Edge alone, 33k
+        # real chunks: 970 MB peak kept open, 661 MB reopened after each build (8k pieces);
+        # in 4k pieces, reopened before and after, trimmed: 604 MB against 721 MB in 8k pieces
+        # reopened after only.
         self._shards.pop(collection).close()
+        built = self._shard(collection).optimize()
+        self._shards.pop(collection).close()
+        release_freed_memory()
+        if not built:
+            return None
         after = self._shard(collection).info()
         dense = after.indexed_vectors_count - after.points_count * (per_point - 1)
         return f"optimized: {dense} of {after.points_count} points indexed"
