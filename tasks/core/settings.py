@@ -41,7 +41,7 @@ DEFAULT_CHUNK_OVERLAP = 32
 # below it, exact search over them costs a few milliseconds. A build maps the waiting points'
 # segment, a temporary one and the new one at once (~+140 MB resident for 8k real chunks), so
 # smaller pieces lower the peak, and more segments slow a search a little (33k real chunks on
-# Edge alone: 8k pieces peak 721 MB, search p50 2.9 ms; 4k pieces 588 MB, 4.2 ms).
+# Edge alone: 8k pieces peak 721 MB, search p50 2.9 ms; 4k pieces 604 MB, 4.3 ms).
 EDGE_OPTIMIZE_THRESHOLD = 4_000
 #: INGEST_EMBED_PRECISION: how the runtime that embeds is chosen (``precision.choose_runtime``).
 EmbedPrecision = Literal["auto", "fp32", "bf16"]
