@@ -41,7 +41,8 @@ def measured(monkeypatch):
         built = []
         monkeypatch.setattr(precision, "candidates", lambda name, model, requested, vectors=None: [
             r for r in runtimes if r != "fp32" and precision.wanted(r, requested, vectors)])
-        monkeypatch.setattr(precision, "_timed", lambda embedder, texts: (embedder.seconds, vectors_of(embedder)))
+        monkeypatch.setattr(precision, "_timed", lambda embedders, texts: {
+            name: (e.seconds, vectors_of(e)) for name, e in embedders.items()})
 
         def build(runtime):
             built.append(runtime)
@@ -166,3 +167,30 @@ def test_a_choice_already_made_is_reused_for_a_collection_of_its_vectors(monkeyp
     monkeypatch.setattr(other, "model", lambda name: pytest.fail("loaded the model"))
     with pytest.raises(pytest.fail.Exception, match="loaded the model"):
         other.runtime_choice("model", "auto", vectors="fp32")
+
+
+def test_the_runtimes_take_turns_on_the_probe():
+    # Timed one after the other, a burst of other work (Prefect's server starting beside the
+    # model) slows whichever runtime is timed then; taking turns pass by pass, it slows both.
+    calls = []
+
+    class Tokens:
+        ids = [1, 2, 3]
+
+    class Embedder:
+        tokenizer = type("Tokenizer", (), {"encode": staticmethod(lambda text: Tokens)})
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def embed(self, texts, counts, batch_size):
+            calls.append((self.name, len(texts)))
+            return np.zeros((len(texts), 2))
+
+    texts = probe_texts()
+    timed = precision._timed({"fp32": Embedder("fp32"), "fp32-openvino": Embedder("ov")}, texts)
+    assert set(timed) == {"fp32", "fp32-openvino"}
+    assert [name for name, n in calls if n == len(texts)] == ["fp32", "ov", "fp32", "ov"]
+    assert all(n == 2 for _, n in calls[:2])  # each warmed up before any timing
+    assert all(seconds < float("inf") and vectors.shape == (len(texts), 2)
+               for seconds, vectors in timed.values())
