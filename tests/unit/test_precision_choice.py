@@ -194,3 +194,14 @@ def test_the_runtimes_take_turns_on_the_probe():
     assert all(n == 2 for _, n in calls[:2])  # each warmed up before any timing
     assert all(seconds < float("inf") and vectors.shape == (len(texts), 2)
                for seconds, vectors in timed.values())
+
+
+def test_openvino_compiles_with_a_small_shape_cache():
+    # Padding-free batches bring new shapes nearly every batch: the plugin's default cache of
+    # 5,000 shape-specific kernels only grew over a long run (see RUNTIME_CACHE_ENTRIES).
+    from tasks.core.openvino_runtime import RUNTIME_CACHE_ENTRIES, compile_config
+
+    for runtime_precision, hint in (("fp32", "f32"), ("bf16", "bf16")):
+        config = compile_config(runtime_precision, 2)
+        assert config["CPU_RUNTIME_CACHE_CAPACITY"] == RUNTIME_CACHE_ENTRIES == 100
+        assert config["INFERENCE_PRECISION_HINT"] == hint and config["INFERENCE_NUM_THREADS"] == 2
