@@ -24,7 +24,6 @@ from tasks.core.payload import FileHead
 from tasks.core.prune import prune_missing
 from tasks.core.resources import resources
 from tasks.core.rows import outcome_line
-from tasks.core.scheduling import background_thread
 from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
 from tasks.core.sources import display_name
 from tasks.core.stages import chunk as chunk_stage
@@ -112,7 +111,6 @@ def read(files: list[SourceFile], config: PipelineConfig,
          known: dict[str, FileHead] | None = None) -> Group[ReadFile]:
     """Skip unchanged files without downloading them; fetch, sniff and parse the others."""
     owner = resources()
-    background_thread()  # the model goes first (see tasks.core.scheduling)
     if known is None:
         store = owner.store(config.store)
         heads = lambda fs: store.file_heads(config.collection, [f.uri for f in fs])  # noqa: E731
@@ -129,7 +127,6 @@ def read(files: list[SourceFile], config: PipelineConfig,
 def chunk(read: Group[ReadFile], config: PipelineConfig) -> Group[ChunkedFile]:
     """Cut each file's text into token-aware chunks."""
     chunker = resources().chunker(config)
-    background_thread()
     group = chunk_stage.chunk(read, chunker, max_chunks=config.max_chunks)
     get_run_logger().info("%d chunks from %d files", sum(len(f.chunks) for f in group.files),
                           len(group.files))
@@ -151,7 +148,6 @@ def embed(chunked: Group[ChunkedFile], config: PipelineConfig) -> Group[Embedded
 def store(embedded: Group[EmbeddedFile], config: PipelineConfig) -> GroupResult:
     """Write each file's points (crash-safe); one outcome per file of the group."""
     owner = resources()
-    background_thread()
     with _retry_memo() as (memo, last):
         result = store_stage.store(embedded, config, store=owner.store(config.store),
                                    keywords=owner.bm25().documents, memo=memo, give_up=last)

@@ -263,6 +263,13 @@ def make_config(store_path, settings=None, **params):
     return PipelineConfig.build(settings, IngestParams(sources=["."], collection="docs", **params))
 
 
+def niceness(stat_path: str) -> int:
+    """The nice value of a process or thread, from its ``/proc/.../stat`` (field 19; the name
+    in parentheses may hold spaces, so fields are counted after its closing parenthesis)."""
+    with open(stat_path) as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[16])
+
+
 def run_all(config, sources, *, include=(), group=8):
     """One ingest run without Prefect: prepare, then groups of files through the whole chain."""
     from tasks.core.resources import resources

@@ -86,8 +86,7 @@ class LoadedModel:
     tokenizer: Tokenizer
     #: What was loaded: the bundled folder of the default model, else the name or path given.
     location: str
-    #: Where every call runs: one at a time (torch already uses every core), on a thread of
-    #: normal priority (see ``scheduling``).
+    #: Where every call runs: one at a time (torch already uses every core; see ``scheduling``).
     thread: ModelThread
 
 

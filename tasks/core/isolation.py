@@ -8,9 +8,9 @@ engine) gets a ``MemoryError`` (``failed``/``too_large``), one that dies
 (segfault, killed) costs its own file only (``failed``/``parser_crashed``). Pebble replaces dead
 workers; the caller's threads keep embedding other files meanwhile.
 
-The time limit counts CPU, not wall time: the workers run at low priority (the model comes
-first), so on a machine busy with other work a parse may wait far longer than it computes —
-a wall-clock limit failed ordinary PDFs there. A wall-clock backstop (``WALL_FACTOR`` times the
+The time limit counts CPU, not wall time: on a machine busy with other work (or with the
+model beside it) a parse may wait far longer than it computes — a wall-clock limit failed
+ordinary PDFs there. A wall-clock backstop (``WALL_FACTOR`` times the
 limit) still kills a parse that hangs without computing.
 """
 
@@ -57,15 +57,15 @@ def _out_of_cpu(signum: int, frame: FrameType | None) -> None:
 
 
 def _limit_memory(memory_mb: int) -> None:
-    """Worker initializer: cap the address space, so a runaway parse fails with MemoryError;
-    and yield the CPU to the embedding model, which is the bottleneck: torch's threads wait for
-    each other at every operation, so a parse that preempts one of them stalls them all."""
+    """Worker initializer: cap the address space, so a runaway parse fails with MemoryError.
+    The worker keeps its parent's CPU priority (``scheduling`` says why)."""
     import resource
 
-    os.nice(10)
     signal.signal(signal.SIGPROF, _out_of_cpu)
-    import tasks.core.readers  # noqa: F401 (with pypdf: imported here, not in a file's CPU time)
+    # Imported here, not in a file's CPU time.
     import pypdf  # noqa: F401
+
+    import tasks.core.readers  # noqa: F401
 
     limit = memory_mb * 1024 * 1024 + RESERVE_BYTES
     _, hard = resource.getrlimit(resource.RLIMIT_AS)

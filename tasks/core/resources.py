@@ -40,7 +40,6 @@ class Resources:
     """A process's models, embedders, stores and parse pool; thread-safe."""
 
     def __init__(self) -> None:
-        # Started first, from the thread creating the owner: it keeps that thread's priority.
         self._model_thread = ModelThread()
         self._lock = threading.RLock()
         self._models: dict[str, LoadedModel] = {}
@@ -62,7 +61,7 @@ class Resources:
         with self._lock:
             loaded = self._models.get(name)
             if loaded is None:
-                # On the model thread: whatever threads torch starts inherit its priority.
+                # On the model thread, like every later call of the model.
                 loaded = self._models[name] = self._model_thread.run(
                     lambda: load_model(name, self._model_thread))
                 self.model_loads += 1

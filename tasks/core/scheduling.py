@@ -1,45 +1,33 @@
-"""CPU scheduling: the embedding model first.
+"""CPU scheduling: one model call at a time, on one thread.
 
-On a CPU-bound machine the model is the bottleneck, and torch's threads wait for each other at
-every operation, so work that preempts one of them stalls them all. The model therefore runs on
-one dedicated thread (``ModelThread``) at normal priority, and the threads that read, parse,
-chunk and write lower their own priority (``background_thread``; PDF parse workers do the same
-for their processes). Linux schedules threads individually and a thread inherits its creator's
-priority, so the model thread is started before any thread lowers its own.
+Every model call runs on one dedicated thread (``ModelThread``), in order: torch and OpenVINO
+already use every core, and concurrent calls only contend. The threads that read, parse, chunk
+and write, and the PDF parse workers, run at the same CPU priority as the model. They once ran
+at ``nice 10`` so that the model would win every core it wanted; measured on this project's
+2-core machine (the bench's 11 real documents, December 4) that made no measurable difference on a
+quiet machine (four interleaved pairs: wall time at normal priority 0.955–1.032× the niced
+run's) and cost far more beside other work: with two other busy programs, the
+feeders starved and so did the model waiting on them (one batch past 12 minutes, the process at
+~11% of a core, against 273 s at normal priority), and the parse workers, niced twice over
+(a relative ``nice`` on top of the niced thread that started them), took 307 s for a one-page
+OCR against 7 s. A busy machine is the normal case, so nobody is niced.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
 
-#: Niceness of the threads and processes that feed the model (10 of 19: they still run, but
-#: the model's threads win whenever both want a core).
-BACKGROUND_NICE = 10
-
-
-def background_thread() -> None:
-    """Lower the calling thread's CPU priority to ``BACKGROUND_NICE`` (once; raising it back
-    would need privileges). A no-op where threads cannot be reniced."""
-    try:
-        tid = threading.get_native_id()
-        if os.getpriority(os.PRIO_PROCESS, tid) < BACKGROUND_NICE:
-            os.setpriority(os.PRIO_PROCESS, tid, BACKGROUND_NICE)
-    except (OSError, AttributeError):  # not Linux, or not allowed: keep the default priority
-        pass
-
 
 class ModelThread:
-    """One thread that runs every model call, in order, at the priority it was started with."""
+    """One thread that runs every model call, in order."""
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        self._executor.submit(lambda: None).result()  # start it now, from this thread
+        self._executor.submit(lambda: None).result()  # start it now
 
     def run(self, call: Callable[[], T]) -> T:
         """Run ``call`` on the model thread and return its result (calls queue up)."""

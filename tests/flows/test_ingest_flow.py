@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -14,7 +15,7 @@ from tasks.core.resources import resources
 from tasks.core.search import search
 from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
 from tasks.core.stages import read as read_module
-from tests.conftest import MIXED, MIXED_EXPECTED, free_port, upload_folder
+from tests.conftest import MIXED, MIXED_EXPECTED, free_port, niceness, upload_folder
 
 pytestmark = [pytest.mark.flow, pytest.mark.store]
 
@@ -67,6 +68,11 @@ def test_mixed_batch_outcomes_artifacts_and_search(ingest_env):
 
     [progress] = read_artifacts(summary.run_id, "progress")
     assert progress.data == 100.0
+
+    # Every thread that read, chunked, embedded and stored ran at the process's own priority
+    # (niced feeders starved beside other busy programs; tasks.core.scheduling).
+    own = niceness("/proc/self/stat")
+    assert {niceness(f"/proc/self/task/{tid}/stat") for tid in os.listdir("/proc/self/task")} == {own}
 
     # 13 files in groups of 2, 4, 4 and 3 (the first group small, then INGEST_FILES_PER_TASK): a
     # chain of 4 task runs per group, plus the collection check and the store's maintenance; not

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.flow
 
 @pytest.fixture(autouse=True)
 def _ocr_on(monkeypatch):
-    # 100 dpi: a third of the CPU of 200 dpi on these pages, with the same text (bench.ocr); the
-    # parse workers run at low priority, and a busy machine stretches every CPU second.
+    # 100 dpi: a third of the CPU of 200 dpi on these pages, with the same text (bench.ocr); a
+    # busy machine stretches every CPU second.
     monkeypatch.setenv("INGEST_OCR", "auto")
     monkeypatch.setenv("INGEST_OCR_DPI", "100")
 

@@ -86,8 +86,7 @@ def test_the_page_cap_leaves_later_pages_alone_and_says_so(scans):
 def test_in_the_parse_workers_each_page_has_its_own_cpu_budget(scans):
     from tasks.core.isolation import ParsePool
 
-    # 100 dpi: the workers run at low priority, and on a busy machine every CPU second of OCR
-    # there is many seconds of wall time.
+    # 100 dpi: on a busy machine every CPU second of OCR is several seconds of wall time.
     pool = ParsePool(workers=1, timeout_s=60.0, memory_mb=1024)
     try:
         document = pool.read_pdf(scans["rough"], max_pages=100,
