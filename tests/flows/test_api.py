@@ -193,7 +193,7 @@ def test_through_a_real_uvicorn_server(cli_env, tmp_path):
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # model load and its own Prefect server; a busy machine
         while True:
             try:
                 if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:

@@ -15,7 +15,7 @@ from tasks.core.resources import resources
 from tasks.core.search import search
 from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
 from tasks.core.stages import read as read_module
-from tests.conftest import MIXED, MIXED_EXPECTED, free_port, niceness, upload_folder
+from tests.conftest import MIXED, MIXED_EXPECTED, free_port, niceness, upload_folder, wait_until
 
 pytestmark = [pytest.mark.flow, pytest.mark.store]
 
@@ -25,11 +25,17 @@ def outcome_map(summary):
 
 
 def read_task_runs(flow_run_id):
+    """The flow run's task runs once each reads back in a final state: Prefect records states in
+    the background, and on a busy machine the last ones land after the flow has returned."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     with get_client(sync_client=True) as client:
-        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        def settled():
+            only_this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            runs = client.read_task_runs(flow_run_filter=only_this_run)
+            return runs if runs and all(r.state and r.state.is_final() for r in runs) else None
+        return wait_until(settled, timeout=300, what="every task run recorded in a final state")
 
 
 def read_artifacts(flow_run_id, kind):
