@@ -62,7 +62,18 @@ class Chunker:
 
     def count_tokens(self, text: str) -> int:
         """Tokens the model reads for ``text``, without special tokens."""
-        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+        return self.count_all([text])[0]
+
+    def count_all(self, texts: list[str]) -> list[int]:
+        """``count_tokens`` of each text, in one call of the tokenizer."""
+        return [len(e.ids) for e in self._encode(texts)]
+
+    def _encode(self, texts: list[str]):
+        # ``encode_batch``, even for one text: the tokenizer's single ``encode`` holds the GIL
+        # for the whole call (a long document: hundreds of milliseconds), stalling the model
+        # thread, whose torch forward pass needs the GIL between operators; the batch call
+        # releases it while it works.
+        return self.tokenizer.encode_batch(texts, add_special_tokens=False)
 
     def chunk_document(self, document: Document) -> list[Chunk]:
         """Chunks of a document in reading order, with page range and character offsets."""
@@ -73,15 +84,16 @@ class Chunker:
             page_starts.append(position)
             position += len(page.text) + len(PAGE_SEPARATOR)
         numbers = [page.number for page in document.pages]
-        offsets = self.tokenizer.encode(text, add_special_tokens=False).offsets
+        offsets = self._encode([text])[0].offsets
         token_starts = [start for start, _ in offsets]
         # Token index where each page after the first begins (sorted).
         page_breaks = sorted({bisect.bisect_left(token_starts, at) for at in page_starts[1:]})
+        windows = list(self._windows(text, offsets, page_breaks))
+        counts = self.count_all([text[offsets[start][0]:offsets[end - 1][1]] for start, end in windows])
         chunks: list[Chunk] = []
-        for start, end in self._windows(text, offsets, page_breaks):
+        for (start, end), count in zip(windows, counts):
             char_start, char_end = offsets[start][0], offsets[end - 1][1]
             piece = text[char_start:char_end]
-            count = self.count_tokens(piece)
             # Re-tokenising a slice can differ from the slice of a tokenisation (mid-word cuts);
             # shrink until the model reads all of it.
             while count > self.max_tokens and end - start > 1:

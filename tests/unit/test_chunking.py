@@ -142,3 +142,33 @@ def test_long_pages_still_overlap_within_a_page(tokenizer):
             assert second.char_start >= first.char_end
     assert {c.page_start for c in chunks} == {1, 2}
     assert all(c.page_start == c.page_end for c in chunks)
+
+
+def test_tokenizing_a_long_document_lets_other_threads_run(chunker):
+    """The model's thread needs the GIL between torch operators: the tokenizer must not hold it
+    while it works (its single-text ``encode`` does, for the whole call)."""
+    import threading
+    import time
+
+    text = prose(2500)  # ~600 kB: hundreds of milliseconds of tokenizing
+    ticks: list[float] = []
+    running, stop = threading.Event(), threading.Event()
+
+    def ticker() -> None:
+        running.set()
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    assert running.wait(timeout=300)
+    began = time.perf_counter()
+    (count,) = chunker.count_all([text])
+    ended = time.perf_counter()
+    stop.set()
+    thread.join()
+    assert count > 100_000
+    # Holding the GIL, the call lets the ticker in at most once (as it starts); released, the
+    # ticker runs throughout, every millisecond or as often as a busy machine lets it.
+    assert len([t for t in ticks if began < t < ended]) >= 5
