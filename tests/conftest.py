@@ -52,8 +52,13 @@ def pytest_addoption(parser):
 
 def pytest_generate_tests(metafunc):
     """Tests of the store's semantics (marker ``store``) run once per embedded backend: Qdrant
-    Edge and qdrant-client's local mode (which stands in for a Qdrant server)."""
-    if ("store_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("store")
+    Edge and qdrant-client's local mode (which stands in for a Qdrant server). A test marked
+    ``own_backends`` opens the backends it is about itself (Edge's index, a migration from one
+    to the other): run once per backend, it repeated itself (the autouse environment fixture
+    asks for ``store_backend``, so every test of a ``store`` module would be parametrized)."""
+    definition = metafunc.definition
+    if ("store_backend" in metafunc.fixturenames and definition.get_closest_marker("store")
+            and not definition.get_closest_marker("own_backends")
             and not metafunc.config.getoption("--store-backend")):
         metafunc.parametrize("store_backend", BACKENDS)
 

@@ -84,18 +84,23 @@ def test_sigkill_mid_run_then_rerun_equals_one_clean_run(tmp_path, env):
 
 
 def test_a_second_run_on_the_embedded_store_fails_fast_and_the_first_completes(tmp_path, env):
-    corpus = write_corpus(tmp_path / "corpus", files=30)
+    corpus = write_corpus(tmp_path / "corpus", files=6)
     first = start_and_wait_for_indexed([str(SCRIPT), "run", str(corpus), "--json", "--verbose"], env,
                                        count=1)
-    second = subprocess.run([str(SCRIPT), "run", str(corpus)], env=env, capture_output=True,
-                            text=True, timeout=300)
+    # The first run is stopped (with its Prefect server) while it holds the store, so "fast"
+    # needs no race: a second run that waited for the store would wait until its timeout. (The
+    # test once raced a 30-file run against the second's start-up, 188 s on a quiet machine; a
+    # wall-clock bound failed a busy one, where that start-up alone took 20 s.)
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        second = subprocess.run([str(SCRIPT), "run", str(corpus)], env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert first.poll() is None
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
     assert second.returncode == 1
     assert "in use by another process" in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1 and "Traceback" not in second.stderr
-    # Fast = it did not wait for the store: the first run still has most of its files to go.
-    # (A wall-clock bound here failed a busy machine: the second process's start-up alone took
-    # 20 s with every core taken, against 2 s on a quiet one.)
-    assert first.poll() is None
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 0
     assert {f["status"] for f in json.loads(out)["files"]} == {"indexed"}
