@@ -87,7 +87,7 @@ def test_a_second_run_on_the_embedded_store_fails_fast_and_the_first_completes(t
     corpus = write_corpus(tmp_path / "corpus", files=6)
     first = start_and_wait_for_indexed([str(SCRIPT), "run", str(corpus), "--json", "--verbose"], env,
                                        count=1)
-    # The first run is stopped (with its Prefect server) while it holds the store, so "fast"
+    # The first run is stopped (its process group) while it holds the store, so "fast"
     # needs no race: a second run that waited for the store would wait until its timeout. (The
     # test once raced a 30-file run against the second's start-up, 188 s on a quiet machine; a
     # wall-clock bound failed a busy one, where that start-up alone took 20 s.)

@@ -101,7 +101,7 @@ def test_a_collection_built_before_hybrid_gets_bm25_from_its_text(store):
     assert store.ensure_collection("old", 8, encode=BM25.documents) is None  # once only
 
 
-@pytest.mark.own_backends  # picks its backends itself: not run once per backend
+@pytest.mark.own_backends
 def test_edge_rebuild_cut_between_its_renames_is_undone_then_redone(tmp_path):
     store = EdgeStore(StoreLocation.embedded("edge", tmp_path))
     create_pre_hybrid(store, "old")
@@ -149,7 +149,7 @@ def test_qdrant_fill_cut_short_is_resumed(tmp_path, monkeypatch):
         store.close()
 
 
-@pytest.mark.own_backends  # picks its backends itself: not run once per backend
+@pytest.mark.own_backends
 @pytest.mark.parametrize("source_kind,target_kind", [("qdrant-local", "edge"), ("edge", "qdrant-local")])
 def test_migrating_a_pre_hybrid_collection_fills_bm25_on_the_way(tmp_path, source_kind, target_kind):
     source = open_store(StoreLocation.embedded(source_kind, tmp_path))
@@ -186,7 +186,7 @@ def test_a_collection_built_before_the_grams_is_searched_by_words_then_gets_them
     assert texts(store.search("words", sparse=BM25.query("Zitate"), limit=1)) == [TEXTS[5]]
 
 
-@pytest.mark.own_backends  # picks its backends itself: not run once per backend
+@pytest.mark.own_backends
 @pytest.mark.parametrize("source_kind,target_kind", [("qdrant-local", "edge"), ("edge", "qdrant-local")])
 def test_migrating_a_collection_without_grams_fills_them_on_the_way(tmp_path, source_kind, target_kind):
     source = open_store(StoreLocation.embedded(source_kind, tmp_path))

@@ -47,7 +47,7 @@ def assert_same_contents(actual, expected):
             assert np.allclose(actual[key][2].named()[name].values, vector.values, atol=1e-6)
 
 
-@pytest.mark.own_backends  # picks its backends itself: not run once per backend
+@pytest.mark.own_backends
 @pytest.mark.parametrize("source_kind,target_kind", [("qdrant-local", "edge"), ("edge", "qdrant-local")])
 def test_migration_copies_every_point_exactly(tmp_path, source_kind, target_kind):
     source = open_store(StoreLocation.embedded(source_kind, tmp_path))
@@ -79,7 +79,7 @@ def test_export_lines(tmp_path, store_backend):
         store.close()
 
 
-@pytest.mark.own_backends  # picks its backends itself: not run once per backend
+@pytest.mark.own_backends
 def test_edge_searches_exactly_before_the_index_and_the_same_after(tmp_path):
     # 384-d like the model's vectors: 8,000 of them pass Edge's default indexing threshold.
     points = make_points(8000, dim=384)
@@ -103,7 +103,7 @@ def test_edge_searches_exactly_before_the_index_and_the_same_after(tmp_path):
         store.close()
 
 
-@pytest.mark.own_backends  # picks its backends itself: not run once per backend
+@pytest.mark.own_backends
 def test_edge_builds_the_index_in_pieces_as_files_are_written(tmp_path):
     # A large run must not keep every point it wrote waiting for one build at its end: each file
     # that leaves the threshold's worth waiting builds the index for them, and the pieces stay
@@ -129,7 +129,7 @@ def test_edge_builds_the_index_in_pieces_as_files_are_written(tmp_path):
         store.close()
 
 
-@pytest.mark.own_backends  # picks its backends itself: not run once per backend
+@pytest.mark.own_backends
 def test_edge_shard_made_before_the_segment_cap_gets_it_and_keeps_its_placement(tmp_path):
     # A shard the previous version made (every vector, Edge's default placement, no optimizer
     # settings): opening it adds the cap, keeps the placement (changing it would rebuild its
@@ -151,7 +151,7 @@ def test_edge_shard_made_before_the_segment_cap_gets_it_and_keeps_its_placement(
         store.close()
 
 
-@pytest.mark.own_backends  # picks its backends itself: not run once per backend
+@pytest.mark.own_backends
 def test_edge_persists_across_reopen(tmp_path):
     location = StoreLocation.embedded("edge", tmp_path)
     store = open_store(location)
