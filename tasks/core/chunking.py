@@ -89,11 +89,10 @@ class Chunker:
         # Token index where each page after the first begins (sorted).
         page_breaks = sorted({bisect.bisect_left(token_starts, at) for at in page_starts[1:]})
         windows = list(self._windows(text, offsets, page_breaks))
-        counts = self.count_all([text[offsets[start][0]:offsets[end - 1][1]] for start, end in windows])
+        pieces = [text[offsets[start][0]:offsets[end - 1][1]] for start, end in windows]
         chunks: list[Chunk] = []
-        for (start, end), count in zip(windows, counts):
+        for (start, end), piece, count in zip(windows, pieces, self.count_all(pieces)):
             char_start, char_end = offsets[start][0], offsets[end - 1][1]
-            piece = text[char_start:char_end]
             # Re-tokenising a slice can differ from the slice of a tokenisation (mid-word cuts);
             # shrink until the model reads all of it.
             while count > self.max_tokens and end - start > 1:
