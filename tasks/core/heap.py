@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+from collections.abc import MutableMapping
 from functools import lru_cache
+from pathlib import Path
+
+#: The kernel's transparent huge page mode: ``always [madvise] never``, the bracketed one in use.
+THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+#: torch's switch (read once, when torch is loaded): its CPU allocations of 2 MB or more are
+#: advised to the kernel as huge-page memory (``madvise(MADV_HUGEPAGE)``).
+TORCH_THP = "THP_MEM_ALLOC_ENABLE"
 
 
 @lru_cache(maxsize=1)
@@ -32,3 +41,33 @@ def release_freed_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def thp_mode(path: Path = THP_MODE) -> str | None:
+    """The kernel's transparent huge page mode (``always``, ``madvise``, ``never``), or ``None``
+    where there is none to read (another OS, a kernel without THP)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    start, end = text.find("["), text.find("]")
+    return text[start + 1:end] if 0 <= start < end else None
+
+
+def advise_huge_pages_to_torch(environ: MutableMapping[str, str] = os.environ,
+                               mode_file: Path = THP_MODE) -> bool:
+    """Before torch is loaded: have it ask for huge pages for its large allocations (the model's
+    activations), unless the environment already says otherwise or the kernel would refuse;
+    returns whether it was asked.
+
+    Every batch's activations are faulted in again after the heap is trimmed
+    (``release_freed_memory``), 4 kB at a time: ~1.3 million page faults for 800 real chunks
+    in fp32. In 2 MB pages, ~0.3 million, and the process's system time half (1.6-2.3 s
+    against 3.5-5.3 s for those chunks); whole fp32 runs of 3,018 real chunks: 9-11 against
+    18-21 CPU-s of system time, peak memory unchanged (December 4). Only torch's allocator
+    reads this; OpenVINO's runtimes fault far less (~0.2 million) and are unaffected.
+    """
+    if TORCH_THP in environ or thp_mode(mode_file) not in ("always", "madvise"):
+        return False
+    environ[TORCH_THP] = "1"
+    return True

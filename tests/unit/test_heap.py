@@ -1,0 +1,51 @@
+"""The process's heap: huge pages asked of torch only where the kernel offers them and the
+environment has not decided."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.core.heap import TORCH_THP, advise_huge_pages_to_torch, thp_mode
+
+
+def kernel(tmp_path, text: str | None):
+    """A stand-in for the kernel's mode file (``None``: no such file)."""
+    path = tmp_path / "enabled"
+    if text is not None:
+        path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("text", "mode"), [
+    ("always [madvise] never\n", "madvise"),
+    ("[always] madvise never\n", "always"),
+    ("always madvise [never]\n", "never"),
+    ("garbled\n", None),
+])
+def test_the_kernel_mode_is_the_bracketed_one(tmp_path, text, mode):
+    assert thp_mode(kernel(tmp_path, text)) == mode
+
+
+def test_no_mode_without_the_kernel_file(tmp_path):
+    assert thp_mode(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("text", ["[always] madvise never", "always [madvise] never"])
+def test_torch_is_asked_for_huge_pages_where_the_kernel_gives_them(tmp_path, text):
+    environ: dict[str, str] = {}
+    assert advise_huge_pages_to_torch(environ, kernel(tmp_path, text))
+    assert environ == {TORCH_THP: "1"}
+
+
+@pytest.mark.parametrize("text", ["always madvise [never]", None])
+def test_nothing_is_asked_where_the_kernel_has_no_huge_pages(tmp_path, text):
+    environ: dict[str, str] = {}
+    assert not advise_huge_pages_to_torch(environ, kernel(tmp_path, text))
+    assert environ == {}
+
+
+@pytest.mark.parametrize("setting", ["0", "1"])
+def test_a_setting_in_the_environment_is_kept(tmp_path, setting):
+    environ = {TORCH_THP: setting}
+    assert not advise_huge_pages_to_torch(environ, kernel(tmp_path, "always [madvise] never"))
+    assert environ == {TORCH_THP: setting}
