@@ -19,9 +19,10 @@ per-round ratios with their spread (> 1: this pipeline is faster). The chunkers 
 same chunks, so *tokens embedded per second* stands beside the wall time: every token the model
 read, special tokens included, inputs cut at the model's 256 as the model cuts them
 (LlamaIndex embeds each node with its metadata, ``file_path: …`` and the like, prepended).
-Peak RSS is the largest process of a run's tree (``wait4``); at the end, the default runs once
-more on ``--rss-copies`` copies of the bulk batch (10: ~7 minutes) for the peak RSS at 10x the
-files. The last line is JSON.
+Peak RSS is the largest process of a run's tree, CPU seconds (user + system, and system
+alone) those of the process and the children it waited for (both from ``wait4``); at the
+end, the default runs once more on ``--rss-copies`` copies of the bulk batch (10: ~7 minutes)
+for the peak RSS at 10x the files. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ def stage(paths: list[Path], into: Path) -> Path:
     return into
 
 
-def timed_child(command: list[str], env: dict) -> tuple[float, float, str]:
-    """Run ``command``; its wall seconds, the peak RSS (MB) of its largest process, its stdout."""
+def timed_child(command: list[str], env: dict) -> tuple[float, float, tuple[float, float], str]:
+    """Run ``command``; its wall seconds, the peak RSS (MB) of its largest process, its CPU
+    seconds (user + system, system) with the children it waited for, its stdout."""
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errors:
         child = subprocess.Popen(command, env=env, stdout=out, stderr=errors)
@@ -89,30 +91,30 @@ def timed_child(command: list[str], env: dict) -> tuple[float, float, str]:
         if child.returncode:
             raise SystemExit(f"{command[:4]} exited {child.returncode}:\n"
                              + errors.read().decode()[-3000:])
-    return wall, usage.ru_maxrss / 1024, text
+    return wall, usage.ru_maxrss / 1024, (usage.ru_utime + usage.ru_stime, usage.ru_stime), text
 
 
 def ours(folder: Path, work: Path, precision: str, env: dict) -> dict:
     """``ingest run`` in a fresh process, into a new embedded store."""
     store = Path(tempfile.mkdtemp(dir=work, prefix="store-"))
     env = {**env, "INGEST_QDRANT_PATH": str(store), "INGEST_EMBED_PRECISION": precision}
-    wall, rss, out = timed_child([sys.executable, "-m", "apps.cli", "run", str(folder),
-                                  "--collection", "bench", "--json"], env)
+    wall, rss, (cpu, system), out = timed_child(
+        [sys.executable, "-m", "apps.cli", "run", str(folder), "--collection", "bench", "--json"], env)
     report = json.loads(out.strip().splitlines()[-1])
     shutil.rmtree(store, ignore_errors=True)
     failed = [f["file"] for f in report["files"] if f["status"] == "failed"]
-    return {"wall_s": wall, "rss_mb": rss, "chunks": report["totals"]["chunks"],
-            "runtime": report.get("embed_runtime"), "failed": failed}
+    return {"wall_s": wall, "rss_mb": rss, "cpu_s": cpu, "sys_s": system,
+            "chunks": report["totals"]["chunks"], "runtime": report.get("embed_runtime"), "failed": failed}
 
 
 def peer(folder: Path, work: Path, env: dict) -> dict:
     """LlamaIndex in a fresh process (``peer_child``), into a new local-mode store."""
     store = Path(tempfile.mkdtemp(dir=work, prefix="peer-"))
-    wall, rss, out = timed_child([sys.executable, "-m", "bench.peers", "--child", str(folder),
-                                  "--store", str(store)], env)
+    wall, rss, (cpu, system), out = timed_child(
+        [sys.executable, "-m", "bench.peers", "--child", str(folder), "--store", str(store)], env)
     result = json.loads(out.strip().splitlines()[-1])
     shutil.rmtree(store, ignore_errors=True)
-    return {"wall_s": wall, "rss_mb": rss, **result}
+    return {"wall_s": wall, "rss_mb": rss, "cpu_s": cpu, "sys_s": system, **result}
 
 
 def peer_child(folder: Path, store: Path) -> None:
@@ -207,23 +209,34 @@ def main(argv: list[str] | None = None) -> dict:
                     runs[batch][side].append(result)
                     print(f"round {round_ + 1} {batch:5} {side:10} {result['wall_s']:7.1f} s "
                           f"{result['chunks']:6} chunks {result['tokens_per_s']:7.0f} tokens/s "
-                          f"{result['rss_mb']:6.0f} MB" + (f" [{result['runtime']}]" if result.get("runtime") else ""),
+                          f"{result['rss_mb']:6.0f} MB {result['cpu_s']:6.1f} CPU s "
+                          f"({result['sys_s']:4.1f} system)"
+                          + (f" [{result['runtime']}]" if result.get("runtime") else ""),
                           flush=True)
         report = {"folder": str(args.folder), "rounds": args.rounds,
                   "bulk_files": len(bulk_files), "small_files": len(small_files)}
         print()
-        print("| batch | side | wall s (median) | chunks | tokens/s (median) | peak RSS MB (max) |")
-        print("|---|---|---:|---:|---:|---:|")
+        print("| batch | side | wall s (median) | chunks | tokens/s (median) | peak RSS MB (max) "
+              "| CPU s (median) | system s (median) |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
         for batch in batches:
             for side in sides:
                 rs = runs[batch][side]
-                print(f"| {batch} | {side}{' (' + rs[0]['runtime'] + ')' if rs[0].get('runtime') else ''} "
-                      f"| {statistics.median(r['wall_s'] for r in rs):.1f} | {rs[0]['chunks']} "
-                      f"| {statistics.median(r['tokens_per_s'] for r in rs):.0f} | {max(r['rss_mb'] for r in rs):.0f} |")
-                report[f"{batch}_{side}_wall_s"] = round(statistics.median(r["wall_s"] for r in rs), 2)
-                report[f"{batch}_{side}_tokens_per_s"] = round(statistics.median(r["tokens_per_s"] for r in rs))
+
+                def median(key: str) -> float:
+                    return statistics.median(r[key] for r in rs)
+
+                label = f"{side} ({rs[0]['runtime']})" if rs[0].get("runtime") else side
+                peak = max(r["rss_mb"] for r in rs)
+                print(f"| {batch} | {label} | {median('wall_s'):.1f} | {rs[0]['chunks']} "
+                      f"| {median('tokens_per_s'):.0f} | {peak:.0f} | {median('cpu_s'):.1f} "
+                      f"| {median('sys_s'):.1f} |")
+                report[f"{batch}_{side}_wall_s"] = round(median("wall_s"), 2)
+                report[f"{batch}_{side}_tokens_per_s"] = round(median("tokens_per_s"))
                 report[f"{batch}_{side}_chunks"] = rs[0]["chunks"]
-                report[f"{batch}_{side}_peak_rss_mb"] = round(max(r["rss_mb"] for r in rs))
+                report[f"{batch}_{side}_peak_rss_mb"] = round(peak)
+                report[f"{batch}_{side}_cpu_s"] = round(median("cpu_s"), 1)
+                report[f"{batch}_{side}_sys_s"] = round(median("sys_s"), 1)
         report["default_runtime"] = runs["bulk"]["default"][0]["runtime"]
         print()
         for batch in batches:
