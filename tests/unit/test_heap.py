@@ -21,13 +21,10 @@ def kernel(tmp_path, text: str | None):
     ("[always] madvise never\n", "always"),
     ("always madvise [never]\n", "never"),
     ("garbled\n", None),
+    (None, None),  # no such file: another OS, a kernel without huge pages
 ])
 def test_the_kernel_mode_is_the_bracketed_one(tmp_path, text, mode):
     assert thp_mode(kernel(tmp_path, text)) == mode
-
-
-def test_no_mode_without_the_kernel_file(tmp_path):
-    assert thp_mode(tmp_path / "missing") is None
 
 
 @pytest.mark.parametrize("text", ["[always] madvise never", "always [madvise] never"])
