@@ -13,6 +13,7 @@ backend needs ``optimum-intel``, which cannot be installed beside transformers 5
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -147,12 +148,27 @@ def convert(core, transformer, example: dict, cache: Path | None):
     converted = _cached(core, cache / "model.xml") if cache is not None else None
     if converted is None:
         wrapper = _last_hidden_state_module(transformer.model).eval()
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), _transformers_quiet():
             warnings.simplefilter("ignore")  # tracer warnings about shape-dependent branches
             converted = ov.convert_model(wrapper, example_input=example)
         if cache is not None:
             _keep(converted, cache)
     return converted
+
+
+@contextlib.contextmanager
+def _transformers_quiet():
+    """transformers' own log below errors off for a while. Tracing reads every attribute of the
+    model, ``loss_function`` (a training property) too, which logs ``loss_type=None was set in
+    the config but it is unrecognized`` to standard error: the one line a first run on a fresh
+    install printed before its table."""
+    library = logging.getLogger("transformers")
+    level = library.level
+    library.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        library.setLevel(level)
 
 
 def _last_hidden_state_module(model):

@@ -62,6 +62,19 @@ def test_a_fresh_process_searches_without_importing_torch(embedder, tmp_path):
     assert float(np.dot(result["vector"], expected)) >= 0.99999
 
 
+def test_converting_the_model_prints_nothing(tmp_path):
+    """A first run on a fresh install converts the model for OpenVINO; the tracer reads every
+    attribute of the model, and transformers logged one of them (``loss_type=None …``) to
+    standard error, above the run's table."""
+    script = ("from tasks.core.resources import Resources\n"
+              f"Resources().keep_query_encoder({DEFAULT_MODEL!r})\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**_env(), "INGEST_CACHE_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert list(tmp_path.rglob("model.xml")), "nothing was converted"
+    assert "transformers" not in done.stderr, done.stderr
+
+
 def test_without_a_kept_encoder_the_model_embeds_and_keeps_one(tmp_path, monkeypatch):
     from tasks.core.resources import Resources
 
