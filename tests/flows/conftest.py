@@ -7,10 +7,13 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def prefect_server():
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
     # A busy machine took up to 40 s to start this server; its deadline leaves room for more.
-    with prefect_test_harness(server_startup_timeout=300):
+    # No heartbeats, as on the product's own temporary server (``apps.prefect_api``).
+    with prefect_test_harness(server_startup_timeout=300), temporary_settings(
+            updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
 
 

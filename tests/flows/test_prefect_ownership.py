@@ -164,3 +164,49 @@ def test_a_temporary_server_past_its_deadline_is_stopped_not_left_running():
         assert not own.owns_server and not prefect_servers(os.getpid())
         with pytest.raises(PrefectUnavailable, match="INGEST_PREFECT_START_TIMEOUT_S"):
             own.wait_ready()  # the same answer again, not a hang
+
+
+def test_flow_runs_on_the_own_temporary_server_send_no_heartbeats():
+    """Heartbeats mark a dead process's runs as crashed on a server that outlives it; a
+    temporary server ends with its process, and the heartbeat thread's whole-second sleeps
+    would be waited out at the end of every run."""
+    import threading
+
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    from apps.prefect_api import PrefectConnection
+
+    def in_a_new_thread():  # a thread without a settings context reads the process's own
+        found = {}
+        thread = threading.Thread(target=lambda: found.update(
+            heartbeat=get_current_settings().flows.heartbeat_frequency,
+            url=get_current_settings().api.url))
+        thread.start()
+        thread.join()
+        return found
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # no harness server here
+        default = in_a_new_thread()["heartbeat"]
+        assert default is not None
+        own = PrefectConnection()
+        own.start(deadline_s=300)
+        try:
+            url = own.wait_ready()
+            assert in_a_new_thread() == {"heartbeat": None, "url": url}
+        finally:
+            own.stop()
+        assert in_a_new_thread()["heartbeat"] == default
+
+
+def test_every_warm_up_request_is_one_prefects_server_answers():
+    """The temporary server sends itself ``WARM_UP`` once it has started (each router's first
+    request builds its routes); requests its Prefect version does not know would warm nothing."""
+    from prefect.settings import PREFECT_API_URL
+
+    from apps.prefect_api import WARM_UP
+
+    url = PREFECT_API_URL.value()  # the harness's server
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for method, path in WARM_UP:
+            response = client.request(method, path, json={"limit": 1} if method == "POST" else None)
+            assert response.status_code == 200, (method, path, response.text)
