@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -30,6 +31,15 @@ import numpy as np
 from tasks.core.errors import ModelError
 
 log = logging.getLogger(__name__)
+
+# OpenVINO's model conversion reports its use to Google Analytics unless a file in the user's
+# home says no: from a child it *forks*, which opens an HTTPS connection. Forked from this
+# multithreaded process, a child once inherited an OpenSSL lock another thread held and hung
+# for ever — an orphan holding its parent's standard output (a busy CI's `ingest api` never
+# reached end of file). Nothing here may reach the internet: with the package unimportable,
+# OpenVINO uses its own no-op stand-in (``openvino.tools.ovc.telemetry_stub``). Set before any
+# ``import openvino`` of this process (they all come through this module).
+sys.modules.setdefault("openvino_telemetry", None)
 
 _HINTS = {"bf16": "bf16", "fp32": "f32"}
 #: Entries of the CPU plugin's cache of kernels made for given input shapes (its default:

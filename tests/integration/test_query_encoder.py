@@ -75,6 +75,17 @@ def test_converting_the_model_prints_nothing(tmp_path):
     assert "transformers" not in done.stderr, done.stderr
 
 
+def test_openvino_reports_nothing_to_the_internet():
+    """OpenVINO's conversion sends telemetry from a forked child (one hung on an OpenSSL lock
+    inherited from a busy process's other thread); its own no-op stand-in is what it uses here."""
+    script = ("import tasks.core.openvino_runtime\n"
+              "import openvino.tools.ovc.telemetry_utils as used\n"
+              "print(used.tm.__name__)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "openvino.tools.ovc.telemetry_stub"
+
+
 def test_without_a_kept_encoder_the_model_embeds_and_keeps_one(tmp_path, monkeypatch):
     from tasks.core.resources import Resources
 
