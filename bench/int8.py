@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--keep-ffn-out", default="", help="layers (0-5) kept bf16, e.g. 0,1")
     parser.add_argument("--eval", action="store_true", help="then run bench.eval with int8 in place")
     args = parser.parse_args()
+    import tasks.core.openvino_runtime  # noqa: F401  first: OpenVINO without telemetry (see there)
+
     try:
         import nncf  # noqa: F401
     except ImportError:
