@@ -23,7 +23,7 @@ from tokenizers import Tokenizer
 
 from tasks.core.batching import plan_batches
 from tasks.core.errors import ModelError
-from tasks.core.heap import advise_huge_pages_to_torch, release_freed_memory
+from tasks.core.heap import advise_huge_pages_to_torch, heavy_step
 from tasks.core.ids import runtime_label
 from tasks.core.openvino_runtime import OpenVinoTransformer, conversion_folder, unsupported_reason
 from tasks.core.scheduling import ModelThread
@@ -154,8 +154,8 @@ class Embedder:
             with _autocast(self.precision if self.backend == "torch" else "fp32"):
                 started = time.perf_counter()
                 for batch in plan_batches(token_counts, max_batch=batch_size):
-                    vectors[batch] = encode([texts[i] for i in batch])
-                    release_freed_memory()
+                    with heavy_step():
+                        vectors[batch] = encode([texts[i] for i in batch])
                 return time.perf_counter() - started
 
         seconds = self.loaded.thread.run(work)

@@ -166,6 +166,29 @@ def test_a_temporary_server_past_its_deadline_is_stopped_not_left_running():
             own.wait_ready()  # the same answer again, not a hang
 
 
+def test_waiting_for_the_api_polls_with_one_client(monkeypatch):
+    # A new HTTP client per poll loads the CA certificates again (~30 ms of CPU every 0.2 s,
+    # taken from the server and the model starting on the same two cores).
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from apps import prefect_api
+
+    made = []
+
+    class Counted(httpx.Client):
+        def __init__(self, *args, **kwargs):
+            made.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(prefect_api.httpx, "Client", Counted)
+    with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):
+        own = prefect_api.PrefectConnection()
+        own.start(deadline_s=1.0)  # nothing answers there: polls until the deadline
+        with pytest.raises(prefect_api.PrefectUnavailable):
+            own.wait_ready()
+    assert made == [1]
+
+
 def test_flow_runs_on_the_own_temporary_server_send_no_heartbeats():
     """Heartbeats mark a dead process's runs as crashed on a server that outlives it; a
     temporary server ends with its process, and the heartbeat thread's whole-second sleeps

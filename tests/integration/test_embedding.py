@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import threading
 
 import numpy as np
 import pytest
 
 from tasks.core import embedding, precision
 from tasks.core.errors import ModelError
+from tasks.core.heap import heavy_step
 from tasks.core.resources import Resources, resources
 from tasks.core.settings import DEFAULT_MODEL
 
@@ -61,6 +63,26 @@ def test_sorted_batches_match_plain_encode_in_input_order(embedder):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     cosine = (vectors * reference).sum(axis=1)
     assert cosine.min() > 0.9999
+
+
+def test_a_model_batch_waits_for_a_heavy_step_in_progress(embedder):
+    # An index build of the embedded store holds the same gate (test_store_backends): the two
+    # peaks never add up. While the step is held the batch cannot start (if it ignored the
+    # gate it would be done in well under the 2 s allowed here, however busy the machine).
+    texts = ["rock flour scatters blue light", "heat pumps in winter"]
+    counts = [len(embedder.tokenizer.encode(t, add_special_tokens=False).ids) for t in texts]
+    done, result = threading.Event(), {}
+
+    def embed():
+        result["vectors"] = embedder.embed(texts, counts, batch_size=2)
+        done.set()
+
+    with heavy_step():
+        worker = threading.Thread(target=embed, daemon=True)
+        worker.start()
+        assert not done.wait(2)
+    assert done.wait(300)
+    assert np.allclose(result["vectors"], embedder.embed(texts, counts, batch_size=2), atol=1e-6)
 
 
 QUERIES = {  # sample question → the sample document that answers it

@@ -5,10 +5,12 @@ cap given to shards made before it, persistence across reopen)."""
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
 
+from tasks.core.heap import heavy_step
 from tasks.core.ids import point_id
 from tasks.core.settings import StoreLocation
 from tasks.core.sparse import SPARSE_VECTORS, Bm25Encoder
@@ -125,6 +127,36 @@ def test_edge_builds_the_index_in_pieces_as_files_are_written(tmp_path):
         assert store.maintain("docs") is None  # the run's end finds nothing waiting
         for i in (5, 2001, 5999):
             assert store.search("docs", dense=points[i].vector, limit=1)[0].payload["text"] == f"t{i}"
+    finally:
+        store.close()
+
+
+@pytest.mark.own_backends
+def test_edge_builds_its_index_between_model_batches(tmp_path):
+    # A build holds ~100 MB for about a second (the segment builder reads whole 32 MB storage
+    # pages), a model batch its activations: they wait for each other (tasks.core.heap), so a
+    # run's peak is the larger of the two, not their sum.
+    writer = EdgeStore(StoreLocation.embedded("edge", tmp_path, optimize_threshold=20_000))
+    try:
+        writer.ensure_collection("docs", 384)
+        points = [StoredPoint(point_id("f0", j), p.vector, {**p.payload, "source": "f0"}, p.sparse)
+                  for j, p in enumerate(make_points(300, dim=384))]
+        writer.replace_file_points("docs", "f0", points, batch_size=128)  # 300 points waiting
+    finally:
+        writer.close()
+    store = EdgeStore(StoreLocation.embedded("edge", tmp_path, optimize_threshold=200))
+    done, result = threading.Event(), {}
+
+    def build():
+        result["built"] = store.maintain("docs")
+        done.set()
+
+    try:
+        with heavy_step():  # a model batch in progress
+            threading.Thread(target=build, daemon=True).start()
+            assert not done.wait(2)  # a build of 300 points takes a fraction of that
+        assert done.wait(300)
+        assert result["built"] == "optimized: 300 of 300 points indexed"
     finally:
         store.close()
 

@@ -1,11 +1,12 @@
 """The process's heap: huge pages asked of torch only where the kernel offers them and the
-environment has not decided."""
+environment has not decided; one memory-heavy step at a time."""
 
 from __future__ import annotations
 
 import pytest
 
-from tasks.core.heap import TORCH_THP, advise_huge_pages_to_torch, thp_mode
+from tasks.core import heap
+from tasks.core.heap import TORCH_THP, advise_huge_pages_to_torch, heavy_step, thp_mode
 
 
 def kernel(tmp_path, text: str | None):
@@ -46,3 +47,13 @@ def test_a_setting_in_the_environment_is_kept(tmp_path, setting):
     environ = {TORCH_THP: setting}
     assert not advise_huge_pages_to_torch(environ, kernel(tmp_path, "always [madvise] never"))
     assert environ == {TORCH_THP: setting}
+
+
+def test_a_heavy_step_is_held_until_it_ends_even_by_an_error():
+    with pytest.raises(RuntimeError):
+        with heavy_step():
+            assert heap._HEAVY_STEP.locked()  # another thread's step would wait here
+            raise RuntimeError("a model batch failed")
+    assert not heap._HEAVY_STEP.locked()
+    with heavy_step():  # the next step is not blocked by the one that failed
+        pass

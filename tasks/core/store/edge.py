@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.errors import CollectionMismatchError, IngestError, StoreError
-from tasks.core.heap import release_freed_memory
+from tasks.core.heap import heavy_step
 from tasks.core.payload import SOURCE
 from tasks.core.settings import StoreLocation
 from tasks.core.sparse import SPARSE_VECTORS, Keywords, Sparse, SparseEncode
@@ -197,8 +197,9 @@ class EdgeStore(VectorStore):
                 filled += len(points)
                 waiting += len(points)
                 if waiting >= self.optimize_threshold:  # the index in pieces, as in writes
-                    target.optimize()
-                    target.close()
+                    with heavy_step():
+                        target.optimize()
+                        target.close()
                     target, waiting = EdgeShard.load(str(building)), 0
                 if offset is None:
                     break
@@ -324,9 +325,9 @@ class EdgeStore(VectorStore):
         # in 4k pieces, reopened before and after, trimmed: 604 MB against 721 MB in 8k pieces
         # reopened after only.
         self._shards.pop(collection).close()
-        built = self._shard(collection).optimize()
-        self._shards.pop(collection).close()
-        release_freed_memory()
+        with heavy_step():
+            built = self._shard(collection).optimize()
+            self._shards.pop(collection).close()
         if not built:
             return None
         after = self._shard(collection).info()
