@@ -57,7 +57,7 @@ def heavy_step() -> Iterator[None]:
 
     Qdrant Edge's segment builder has the 32 MB page files of the new segment's BM25 vector
     storages resident whole (zeros past the data included; ``/proc/<pid>/smaps`` during
-    a build of 300 points): a build holds ~80-120 MB more for about a second, on top of
+    a build of 300 points): a build holds ~60-100 MB more for about a second, on top of
     whatever a model batch holds at that moment. Serialised, a build waits for the batch in
     progress (~0.5 s) and the model for the build (~1 s per 4,000 points). The flow alone on
     1,000 generated files (two builds), fresh processes alternating, December 5: peak RSS
