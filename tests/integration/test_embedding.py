@@ -78,8 +78,7 @@ def test_a_model_batch_waits_for_a_heavy_step_in_progress(embedder):
         done.set()
 
     with heavy_step():
-        worker = threading.Thread(target=embed, daemon=True)
-        worker.start()
+        threading.Thread(target=embed, daemon=True).start()
         assert not done.wait(2)
     assert done.wait(300)
     assert np.allclose(result["vectors"], embedder.embed(texts, counts, batch_size=2), atol=1e-6)

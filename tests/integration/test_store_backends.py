@@ -133,9 +133,9 @@ def test_edge_builds_the_index_in_pieces_as_files_are_written(tmp_path):
 
 @pytest.mark.own_backends
 def test_edge_builds_its_index_between_model_batches(tmp_path):
-    # A build holds ~100 MB for about a second (the segment builder reads whole 32 MB storage
-    # pages), a model batch its activations: they wait for each other (tasks.core.heap), so a
-    # run's peak is the larger of the two, not their sum.
+    # A build holds ~60-100 MB for about a second (the segment builder keeps whole 32 MB BM25
+    # page files resident), a model batch its activations: they wait for each other
+    # (tasks.core.heap), so a run's peak is the larger of the two, not their sum.
     writer = EdgeStore(StoreLocation.embedded("edge", tmp_path, optimize_threshold=20_000))
     try:
         writer.ensure_collection("docs", 384)
