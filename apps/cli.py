@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tasks.core.heap import limit_malloc_arenas
 from tasks.core.sparse import SEARCH_MODES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -381,6 +382,7 @@ def watch(
 
 
 def main() -> None:
+    limit_malloc_arenas()  # before any thread of this process starts
     app()
 
 

@@ -29,6 +29,7 @@ from flows.progress import RunProgress
 from flows.report import publish_summary
 from flows.runners import dask_runner
 from tasks import stages
+from tasks.core.heap import limit_malloc_arenas
 from tasks.core.models import FileOutcome, Reason, RunSummary, SourceFile, Status
 from tasks.core.resources import resources
 from tasks.core.settings import (
@@ -84,6 +85,7 @@ def ingest_documents(
     """Ingest every PDF and text file of the sources into the vector store; one outcome per
     file, a table and a totals artifact."""
     started = time.perf_counter()
+    limit_malloc_arenas()  # a worker's flow process (``ingest`` commands did it at their start)
     try:
         params = IngestParams(sources=sources, include=include, collection=collection,
                               chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
