@@ -44,8 +44,8 @@ def limit_malloc_arenas(environ: Mapping[str, str] = os.environ, arenas: int = M
     """At a process's start, before its threads: have glibc's threads share ``arenas`` heaps,
     unless the environment sets ``MALLOC_ARENA_MAX`` itself; returns whether it was set.
 
-    glibc gives a thread that allocates while another holds the heap a heap of its own (up to 8
-    per core), and memory freed in one heap serves only the threads of that heap. The pipeline's
+    glibc gives each new thread a heap of its own (up to 8 per core; a thread that ended leaves
+    its heap to the next), and memory freed in one heap serves only the threads of that heap. The pipeline's
     threads (the model's, the stages', Qdrant Edge's, OpenVINO's) each allocate and free large
     short-lived blocks — a group's texts, token arrays, activations, index builds — in heaps of
     their own: over a run each heap keeps the pages its live blocks are scattered over, and the

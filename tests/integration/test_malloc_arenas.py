@@ -13,8 +13,8 @@ from tasks.core.heap import MALLOC_ARENAS
 
 pytestmark = [pytest.mark.integration, pytest.mark.once]
 
-# Eight threads that allocate at the same moment (each holds its blocks until all have
-# allocated, so glibc sees them contend), then glibc's own report of its heaps.
+# Eight threads alive at once, each allocating (none ends before the others have allocated,
+# so none inherits a heap an ended thread left), then glibc's own report of its heaps.
 _PROBE = textwrap.dedent("""
     import ctypes, os, sys, tempfile, threading
     from tasks.core.heap import limit_malloc_arenas
