@@ -34,19 +34,13 @@ def _libc():
         return None
 
 
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or ``None`` on other C libraries."""
-    libc = _libc()
-    return libc.malloc_trim if libc is not None else None
-
-
 def limit_malloc_arenas(environ: Mapping[str, str] = os.environ, arenas: int = MALLOC_ARENAS) -> bool:
     """At a process's start, before its threads: have glibc's threads share ``arenas`` heaps,
     unless the environment sets ``MALLOC_ARENA_MAX`` itself; returns whether it was set.
 
     glibc gives each new thread a heap of its own (up to 8 per core; a thread that ended leaves
-    its heap to the next), and memory freed in one heap serves only the threads of that heap. The pipeline's
-    threads (the model's, the stages', Qdrant Edge's, OpenVINO's) each allocate and free large
+    its heap to the next), and memory freed in one heap serves only the threads of that heap.
+    The pipeline's threads (the model's, the stages', Qdrant Edge's, OpenVINO's) allocate and free large
     short-lived blocks — a group's texts, token arrays, activations, index builds — in heaps of
     their own: over a run each heap keeps the pages its live blocks are scattered over, and the
     process's resident memory grew with the run while what it held did not (glibc's own count
@@ -75,9 +69,9 @@ def release_freed_memory() -> None:
     (measured 522 vs 525 ms). The embedded store calls it after each index build, whose
     graph and segment buffers are freed at once.
     """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 #: Held by whichever memory-heavy step runs: a model batch (its activations) or the embedded
