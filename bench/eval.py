@@ -123,7 +123,9 @@ def profile_searcher(config, profile: str) -> Searcher:
 
     from tasks.core.payload import Hit
     from tasks.core.resources import resources
+    from tasks.core.search import OVERFETCH, one_per_page
     from tasks.core.sparse import Bm25Encoder
+    from tasks.core.store.base import fusion_depth
 
     owner = resources()
     store = owner.store(config.store)
@@ -140,11 +142,11 @@ def profile_searcher(config, profile: str) -> Searcher:
         store.upsert_points(copy, batch)
     dense_of = owner.embedder(config.model)
 
-    def searcher(text: str, mode: str, k: int) -> list:
+    def searcher(text: str, mode: str, k: int) -> list:  # as ``search`` asks and keeps hits
         dense = None if mode == "sparse" else dense_of.embed([text], [len(text)], batch_size=1)[0].tolist()
         sparse = None if mode == "dense" else encoder.query(text)
-        return [Hit.from_payload(h.score, h.payload)
-                for h in store.search(copy, dense=dense, sparse=sparse, limit=k)]
+        hits = store.search(copy, dense=dense, sparse=sparse, limit=k * OVERFETCH, prefetch=fusion_depth(k))
+        return one_per_page([Hit.from_payload(h.score, h.payload) for h in hits])[:k]
     return searcher
 
 

@@ -37,9 +37,10 @@ from bench.eval import DOCS, QUESTIONS, SMOKE_FILES, evaluate, load_questions
 from tasks.core.sparse import GRAMS_VECTOR, SPARSE_VECTOR
 
 COLLECTION = "eval"
-#: Candidates a side for k = 10 hits, as ``VectorStore.search`` asks (``max(4 × limit, 40)``).
+#: Candidates a side for k = 10 hits, as ``search`` asks (``fusion_depth``).
 DEPTH = 40
 PRODUCT_ROW = "product: 40 candidates a side, its RRF weights"
+EVERY_HIT_ROW = "the product's, pages cited more than once"
 METRICS = ("recall@1", "recall@5", "recall@10", "file+page@5", "mrr")
 
 
@@ -133,6 +134,7 @@ def main() -> None:
     from tasks.core.ids import runtime_label
     from tasks.core.payload import Hit
     from tasks.core.resources import resources
+    from tasks.core.search import one_per_page
     from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
     from tasks.core.sparse import Bm25Encoder
     from tasks.core.store.base import RRF_K, RRF_WEIGHTS
@@ -155,9 +157,11 @@ def main() -> None:
     queries = {q.text: (query_embedder.embed([q.text], [len(q.text)], batch_size=1)[0], bm25.query(q.text))
                for q in questions}
 
-    def searcher(corpus: Corpus, rank: Callable[[Corpus, str], list[int]]):
+    def searcher(corpus: Corpus, rank: Callable[[Corpus, str], list[int]], per_page: bool = True):
+        """Hits as the product returns them: one per cited page (unless ``per_page`` is off)."""
         def ask(text: str, mode: str, k: int) -> list:
-            return [Hit.from_payload(0.0, corpus.payloads[row]) for row in rank(corpus, text)[:k]]
+            hits = [Hit.from_payload(0.0, corpus.payloads[row]) for row in rank(corpus, text)]
+            return (one_per_page(hits) if per_page else hits)[:k]
         return ask
 
     def fused(depth: int, weights: dict[str, float], share: float = 0.0, top: int = 0):
@@ -177,6 +181,7 @@ def main() -> None:
     words_only = {name: w for name, w in RRF_WEIGHTS.items() if name != GRAMS_VECTOR}
     variants: dict[str, tuple[Corpus, Callable]] = {
         PRODUCT_ROW: (corpus, fused(DEPTH, RRF_WEIGHTS)),
+        EVERY_HIT_ROW: (corpus, fused(DEPTH, RRF_WEIGHTS)),
         "without 4-grams (dense + words)": (corpus, fused(DEPTH, words_only)),
         "keywords only (words + 4-grams)": (corpus, fused(DEPTH, {SPARSE_VECTOR: 1.0, GRAMS_VECTOR: 0.998})),
     }
@@ -212,9 +217,11 @@ def main() -> None:
 
     rows = {}
     for name, (chosen, rank) in variants.items():
-        result = evaluate(questions, searcher(chosen, rank), modes=("hybrid",))["hybrid"]
+        result = evaluate(questions, searcher(chosen, rank, per_page=name != EVERY_HIT_ROW),
+                          modes=("hybrid",))["hybrid"]
         rows[name] = {k: result[k] for k in METRICS}
-    print(f"\nvariants ({len(questions)} questions; in memory; the first row is the product's hybrid search)")
+    print(f"\nvariants ({len(questions)} questions; in memory; the first row is the product's hybrid "
+          "search; every row but the second keeps one hit per cited page, as the product does)")
     print(f"{'variant':<46}" + "".join(f"{c:>12}" for c in METRICS))
     for name, row in rows.items():
         print(f"{name:<46}" + "".join(f"{row[c]:>12}" for c in METRICS))

@@ -88,3 +88,46 @@ def test_a_run_into_a_pre_hybrid_collection_adds_bm25_without_re_embedding(sheet
     assert hit.file_name == "valve-3318.txt"
     after = {p.id: p.vector for p in store.iter_points("old", with_vectors=True)}
     assert all(after[p.id] == pytest.approx(p.vector, abs=1e-6) for p in points)
+
+
+# A manual whose first page says much about descaling (several chunks at 48 tokens), its second
+# page a little, in other words, and its third page nothing.
+MANUAL = [
+    "Descaling the boiler. Limescale from hard water builds up inside the boiler and the heating "
+    "element of the espresso machine, and it slows the flow of water through the group head.\n\n"
+    "Descale the boiler every two months with citric acid: dissolve the descaling powder in a "
+    "full water tank, run half the tank through the steam wand, and let the solution act in the "
+    "boiler for twenty minutes.\n\n"
+    "Then run the rest of the descaling solution through the group head, rinse the tank, and run "
+    "two full tanks of fresh water through the boiler so that no acid taste remains in the "
+    "coffee. Never descale a hot boiler: the citric acid must work on a cold machine.",
+    "Hard water areas: where the water is very hard, remove the limescale from the boiler every "
+    "month instead, and use filtered water between descaling runs.",
+    "Grinding. A finer grind slows the shot and a coarser one speeds it up; adjust the grinder one "
+    "step at a time and taste the result.",
+]
+DESCALE_QUESTION = "How often should the limescale be removed from the boiler?"
+
+
+def test_each_hit_cites_another_page(ingest_env, tmp_path):
+    from bench.corpus import write_pdf
+
+    write_pdf(tmp_path / "manual" / "espresso-manual.pdf", MANUAL)
+    summary = ingest_documents(sources=[str(tmp_path / "manual")], collection="manual",
+                               chunk_tokens=48, chunk_overlap=8)
+    assert summary.totals.indexed == 1 and summary.totals.chunks >= 5
+    config = PipelineConfig.build(IngestSettings(), IngestParams(sources=["."], collection="manual"))
+    owner = resources()
+
+    # What the store ranks first, hit by hit: the first page's chunks, several of them.
+    raw = owner.store(config.store).search(
+        "manual", dense=owner.query_embedder(config.model).embed_query(DESCALE_QUESTION).tolist(),
+        sparse=owner.bm25().query(DESCALE_QUESTION), limit=3)
+    raw_pages = [h.payload["page_start"] for h in raw]
+    assert len(set(raw_pages)) < len(raw_pages), raw_pages
+
+    for mode in ("hybrid", "dense", "sparse"):
+        hits = search(DESCALE_QUESTION, config, owner, limit=3, mode=mode)
+        cited = [(h.page_start, h.page_end) for h in hits]
+        assert len(set(cited)) == len(cited) == 3, (mode, cited)
+        assert {h.page_start for h in hits} >= {1, 2}, (mode, cited)

@@ -51,6 +51,11 @@ RRF_WEIGHTS = {"": 0.999, SPARSE_VECTOR: 1.0, GRAMS_VECTOR: 0.998}
 HNSW_EF = 256
 
 
+def fusion_depth(limit: int) -> int:
+    """Candidates each list contributes to a fused search for ``limit`` hits."""
+    return max(4 * limit, 40)
+
+
 @dataclass
 class StoredPoint:
     """A point as the pipeline writes and reads it, whatever the backend."""
@@ -316,7 +321,7 @@ class VectorStore(abc.ABC):
                ) -> list[SearchHit]:
         """Best points first: by cosine to ``dense``, by BM25 to ``sparse`` (its words and
         n-grams), or by all fused with reciprocal rank fusion (``prefetch`` candidates of each;
-        default ``4 × limit``, at least 40). A collection built before the n-gram vectors is
+        default ``fusion_depth(limit)``). A collection built before the n-gram vectors is
         searched with the ones it has."""
         shape = self._vectors_config(collection)
         if shape is None:
@@ -332,7 +337,7 @@ class VectorStore(abc.ABC):
             name: vector for name, vector in sparse.named().items() if vector and name in shape.sparse}
         if dense is None and not named:
             return []
-        return self._query(collection, dense, named, limit, prefetch or max(4 * limit, 40))
+        return self._query(collection, dense, named, limit, prefetch or fusion_depth(limit))
 
     @operation
     def count(self, collection: str) -> int:
