@@ -121,7 +121,7 @@ class Launcher:
         line = self.process.stdout.readline()
         if not line:
             raise SystemExit(f"{command[:3]} failed (its error is above)")
-        wall, rss, out = json.loads(line)
+        wall, rss, _cpu, out = json.loads(line)
         return wall, rss, out
 
     def close(self) -> None:

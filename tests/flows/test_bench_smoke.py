@@ -17,6 +17,9 @@ pytestmark = [pytest.mark.flow, pytest.mark.once]
      {"pipeline_vs_raw", "vs_seed", "backlog_s", "plain_vs_limit", "fast_vs_fp32_pipeline", "rss_ratio_10x",
       "backlog_s_at_rss_files", "fast_cosine_min", "bm25_share_of_pipeline"}),
     (["bench.store", "--points", "300"], {"edge_open_s", "local_open_s", "edge_search_median_ms"}),
+    # one round of cold `ingest search` processes (through bench.peers' timed child) and GET /search
+    (["bench.search", "--chunks", "300", "--rounds", "1", "--cold", "1"],
+     {"hybrid", "dense", "sparse", "cold_first_vs_kept", "cold_sparse_s"}),
 ])
 def test_harness_prints_its_table_and_a_json_last_line(cli_env, args, keys):
     assert keys <= set(_run_harness(cli_env, args))
