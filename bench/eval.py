@@ -123,7 +123,7 @@ def profile_searcher(config, profile: str) -> Searcher:
 
     from tasks.core.payload import Hit
     from tasks.core.resources import resources
-    from tasks.core.search import OVERFETCH, one_per_page
+    from tasks.core.search import OVERFETCH, spread_over_pages
     from tasks.core.sparse import Bm25Encoder
     from tasks.core.store.base import fusion_depth
 
@@ -146,7 +146,7 @@ def profile_searcher(config, profile: str) -> Searcher:
         dense = None if mode == "sparse" else dense_of.embed([text], [len(text)], batch_size=1)[0].tolist()
         sparse = None if mode == "dense" else encoder.query(text)
         hits = store.search(copy, dense=dense, sparse=sparse, limit=k * OVERFETCH, prefetch=fusion_depth(k))
-        return one_per_page([Hit.from_payload(h.score, h.payload) for h in hits])[:k]
+        return spread_over_pages([Hit.from_payload(h.score, h.payload) for h in hits])[:k]
     return searcher
 
 

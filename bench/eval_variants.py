@@ -40,7 +40,7 @@ COLLECTION = "eval"
 #: Candidates a side for k = 10 hits, as ``search`` asks (``fusion_depth``).
 DEPTH = 40
 PRODUCT_ROW = "product: 40 candidates a side, its RRF weights"
-EVERY_HIT_ROW = "the product's, pages cited more than once"
+EVERY_HIT_ROW = "the product's, in fused order (pages repeated)"
 METRICS = ("recall@1", "recall@5", "recall@10", "file+page@5", "mrr")
 
 
@@ -134,7 +134,7 @@ def main() -> None:
     from tasks.core.ids import runtime_label
     from tasks.core.payload import Hit
     from tasks.core.resources import resources
-    from tasks.core.search import one_per_page
+    from tasks.core.search import spread_over_pages
     from tasks.core.settings import IngestParams, IngestSettings, PipelineConfig
     from tasks.core.sparse import Bm25Encoder
     from tasks.core.store.base import RRF_K, RRF_WEIGHTS
@@ -158,10 +158,10 @@ def main() -> None:
                for q in questions}
 
     def searcher(corpus: Corpus, rank: Callable[[Corpus, str], list[int]], per_page: bool = True):
-        """Hits as the product returns them: one per cited page (unless ``per_page`` is off)."""
+        """Hits as the product returns them, spread over pages (unless ``per_page`` is off)."""
         def ask(text: str, mode: str, k: int) -> list:
             hits = [Hit.from_payload(0.0, corpus.payloads[row]) for row in rank(corpus, text)]
-            return (one_per_page(hits) if per_page else hits)[:k]
+            return (spread_over_pages(hits) if per_page else hits)[:k]
         return ask
 
     def fused(depth: int, weights: dict[str, float], share: float = 0.0, top: int = 0):
@@ -221,7 +221,7 @@ def main() -> None:
                           modes=("hybrid",))["hybrid"]
         rows[name] = {k: result[k] for k in METRICS}
     print(f"\nvariants ({len(questions)} questions; in memory; the first row is the product's hybrid "
-          "search; every row but the second keeps one hit per cited page, as the product does)")
+          "search; every row but the second spreads its hits over pages, as the product does)")
     print(f"{'variant':<46}" + "".join(f"{c:>12}" for c in METRICS))
     for name, row in rows.items():
         print(f"{name:<46}" + "".join(f"{row[c]:>12}" for c in METRICS))

@@ -14,8 +14,7 @@ from tasks.core.store.base import fusion_depth
 
 log = logging.getLogger(__name__)
 
-#: Hits asked of the store per hit returned, so that ``limit`` remain once hits citing a page
-#: already cited are dropped (``one_per_page``).
+#: Hits asked of the store per hit returned: the candidates ``spread_over_pages`` orders.
 OVERFETCH = 3
 
 
@@ -29,9 +28,9 @@ def search(query: str, config: PipelineConfig, owner: Resources, *, limit: int =
     that the embedding model blurs is still found, a compound by its parts, and a paraphrase
     without the document's words too. ``dense`` and ``sparse`` ask one side only.
 
-    Each hit cites a different page (``one_per_page``). The candidates each side contributes
-    to the fusion depend on ``limit`` alone (``fusion_depth``), not on how
-    many hits are fetched to fill it.
+    Hits cite different pages where they can (``spread_over_pages``). The candidates each side
+    contributes to the fusion depend on ``limit`` alone (``fusion_depth``), not on how many
+    hits are fetched to order.
     """
     if mode not in SEARCH_MODES:
         raise ConfigError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
@@ -49,27 +48,31 @@ def search(query: str, config: PipelineConfig, owner: Resources, *, limit: int =
         sparse = owner.bm25().query(query)
     hits = store.search(config.collection, dense=dense, sparse=sparse, limit=limit * OVERFETCH,
                         prefetch=fusion_depth(limit))
-    return one_per_page([Hit.from_payload(h.score, h.payload) for h in hits])[:limit]
+    return spread_over_pages([Hit.from_payload(h.score, h.payload) for h in hits])[:limit]
 
 
-def one_per_page(hits: list[Hit]) -> list[Hit]:
-    """``hits`` without those that cite the same file and pages as a better one before them.
+def spread_over_pages(hits: list[Hit]) -> list[Hit]:
+    """``hits`` (best first) reordered so that no page is cited a second time before every
+    cited page has been cited once, nor a third time before every second citation, and so on;
+    otherwise in their order.
 
     Neighbouring chunks overlap and a long page holds several: without this, a page that
     matches well takes several of the few places in the list with one citation. Measured on
     ``make eval`` (121 questions, hybrid): recall@5 0.983 -> 0.992, file+page@5 0.848 -> 0.864,
-    no metric lower. Text files have no pages; all their hits are kept.
+    no metric lower. A page's other hits are not dropped, only moved back: a collection of
+    one short PDF still answers ``limit`` hits. Text files have no pages: each of their hits
+    counts as a first citation.
     """
-    seen: set[tuple[str, int, int]] = set()
-    kept = []
+    times_cited: dict[tuple[str, int, int], int] = {}
+    nth = []
     for hit in hits:
-        if hit.page_start is not None:
-            cited = (hit.source, hit.page_start, hit.page_end if hit.page_end is not None else hit.page_start)
-            if cited in seen:
-                continue
-            seen.add(cited)
-        kept.append(hit)
-    return kept
+        if hit.page_start is None:
+            nth.append(0)
+            continue
+        cited = (hit.source, hit.page_start, hit.page_end if hit.page_end is not None else hit.page_start)
+        nth.append(times_cited.get(cited, 0))
+        times_cited[cited] = nth[-1] + 1
+    return [hit for _, _, hit in sorted(zip(nth, range(len(hits)), hits), key=lambda x: x[:2])]
 
 
 def _has_bm25(store: VectorStore, collection: str) -> bool:

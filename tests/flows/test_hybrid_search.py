@@ -109,7 +109,7 @@ MANUAL = [
 DESCALE_QUESTION = "How often should the limescale be removed from the boiler?"
 
 
-def test_each_hit_cites_another_page(ingest_env, tmp_path):
+def test_hits_cite_other_pages_before_a_page_again(ingest_env, tmp_path):
     from bench.corpus import write_pdf
 
     write_pdf(tmp_path / "manual" / "espresso-manual.pdf", MANUAL)
@@ -131,3 +131,7 @@ def test_each_hit_cites_another_page(ingest_env, tmp_path):
         cited = [(h.page_start, h.page_end) for h in hits]
         assert len(set(cited)) == len(cited) == 3, (mode, cited)
         assert {h.page_start for h in hits} >= {1, 2}, (mode, cited)
+    # More hits than pages: the first page's other chunks follow, none is lost.
+    hits = search(DESCALE_QUESTION, config, owner, limit=summary.totals.chunks)
+    assert len(hits) == summary.totals.chunks
+    assert len({(h.page_start, h.page_end) for h in hits[:3]}) == 3
