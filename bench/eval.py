@@ -121,11 +121,9 @@ def profile_searcher(config, profile: str) -> Searcher:
     with another text-processing ``profile`` (from each chunk's payload text)."""
     from dataclasses import replace
 
-    from tasks.core.payload import Hit
     from tasks.core.resources import resources
-    from tasks.core.search import OVERFETCH, spread_over_pages
+    from tasks.core.search import best_hits
     from tasks.core.sparse import Bm25Encoder
-    from tasks.core.store.base import fusion_depth
 
     owner = resources()
     store = owner.store(config.store)
@@ -142,11 +140,10 @@ def profile_searcher(config, profile: str) -> Searcher:
         store.upsert_points(copy, batch)
     dense_of = owner.embedder(config.model)
 
-    def searcher(text: str, mode: str, k: int) -> list:  # as ``search`` asks and keeps hits
+    def searcher(text: str, mode: str, k: int) -> list:
         dense = None if mode == "sparse" else dense_of.embed([text], [len(text)], batch_size=1)[0].tolist()
         sparse = None if mode == "dense" else encoder.query(text)
-        hits = store.search(copy, dense=dense, sparse=sparse, limit=k * OVERFETCH, prefetch=fusion_depth(k))
-        return spread_over_pages([Hit.from_payload(h.score, h.payload) for h in hits])[:k]
+        return best_hits(store, copy, dense=dense, sparse=sparse, limit=k)
     return searcher
 
 

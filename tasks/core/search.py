@@ -8,7 +8,7 @@ from tasks.core.errors import ConfigError
 from tasks.core.payload import Hit
 from tasks.core.resources import Resources
 from tasks.core.settings import PipelineConfig
-from tasks.core.sparse import SEARCH_MODES, SearchMode
+from tasks.core.sparse import SEARCH_MODES, Keywords, SearchMode
 from tasks.core.store import VectorStore
 from tasks.core.store.base import fusion_depth
 
@@ -46,9 +46,15 @@ def search(query: str, config: PipelineConfig, owner: Resources, *, limit: int =
         mode = "dense"
     if mode != "dense":
         sparse = owner.bm25().query(query)
-    hits = store.search(config.collection, dense=dense, sparse=sparse, limit=limit * OVERFETCH,
-                        prefetch=fusion_depth(limit))
-    return spread_over_pages([Hit.from_payload(h.score, h.payload) for h in hits])[:limit]
+    return best_hits(store, config.collection, dense=dense, sparse=sparse, limit=limit)
+
+
+def best_hits(store: VectorStore, collection: str, *, dense: list[float] | None,
+              sparse: Keywords | None, limit: int) -> list[Hit]:
+    """The ``limit`` best hits of ``collection`` for these query vectors, spread over pages."""
+    found = store.search(collection, dense=dense, sparse=sparse, limit=limit * OVERFETCH,
+                         prefetch=fusion_depth(limit))
+    return spread_over_pages([Hit.from_payload(h.score, h.payload) for h in found])[:limit]
 
 
 def spread_over_pages(hits: list[Hit]) -> list[Hit]:
@@ -64,15 +70,16 @@ def spread_over_pages(hits: list[Hit]) -> list[Hit]:
     counts as a first citation.
     """
     times_cited: dict[tuple[str, int, int], int] = {}
-    nth = []
-    for hit in hits:
+
+    def citation(hit: Hit) -> int:  # 0 for a page's first hit, 1 for its second, ...
         if hit.page_start is None:
-            nth.append(0)
-            continue
+            return 0
         cited = (hit.source, hit.page_start, hit.page_end if hit.page_end is not None else hit.page_start)
-        nth.append(times_cited.get(cited, 0))
-        times_cited[cited] = nth[-1] + 1
-    return [hit for _, _, hit in sorted(zip(nth, range(len(hits)), hits), key=lambda x: x[:2])]
+        times_cited[cited] = times_cited.get(cited, 0) + 1
+        return times_cited[cited] - 1
+
+    rounds = [citation(hit) for hit in hits]
+    return [hit for _, hit in sorted(zip(rounds, hits), key=lambda pair: pair[0])]  # stable sort
 
 
 def _has_bm25(store: VectorStore, collection: str) -> bool:
