@@ -20,6 +20,8 @@ pytestmark = [pytest.mark.flow, pytest.mark.once]
     # one round of cold `ingest search` processes (through bench.peers' timed child) and GET /search
     (["bench.search", "--chunks", "300", "--rounds", "1", "--cold", "1"],
      {"hybrid", "dense", "sparse", "cold_first_vs_kept", "cold_sparse_s"}),
+    # the OCR bench's batch without scans, auto against off (its accuracy part takes minutes)
+    (["bench.ocr", "--no-accuracy", "--files", "4", "--rounds", "1"], {"engine", "throughput"}),
 ])
 def test_harness_prints_its_table_and_a_json_last_line(cli_env, args, keys):
     assert keys <= set(_run_harness(cli_env, args))
