@@ -69,12 +69,12 @@ def spread_over_pages(hits: list[Hit]) -> list[Hit]:
     one short PDF still answers ``limit`` hits. Text files have no pages: each of their hits
     counts as a first citation.
     """
-    times_cited: dict[tuple[str, int, int], int] = {}
+    times_cited: dict[tuple[str, str], int] = {}
 
     def citation(hit: Hit) -> int:  # 0 for a page's first hit, 1 for its second, ...
-        if hit.page_start is None:
+        if not hit.pages:
             return 0
-        cited = (hit.source, hit.page_start, hit.page_end if hit.page_end is not None else hit.page_start)
+        cited = (hit.source, hit.pages)  # the citation as shown: 'p. 3' or 'pp. 3-4'
         times_cited[cited] = times_cited.get(cited, 0) + 1
         return times_cited[cited] - 1
 
