@@ -92,7 +92,7 @@ def main() -> None:
         from bench.peers import stage
 
         folder = stage(pick(DEFAULT_FOLDER, 11, 5)[0], work / "bulk")
-    texts, counts, _ = produce_chunks(folder, config)
+    texts, counts, _, _ = produce_chunks(folder, config)
     rng = np.random.default_rng(0)
     chosen = set(rng.choice(len(texts), args.calibrate, replace=False).tolist())
     rest = [i for i in range(len(texts)) if i not in chosen]

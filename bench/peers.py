@@ -154,7 +154,7 @@ def our_tokens(folder: Path) -> int:
     from bench.throughput import produce_chunks
     from tasks.core.settings import IngestSettings, PipelineConfig
 
-    _, counts, _ = produce_chunks(folder, PipelineConfig.build(IngestSettings()))
+    _, counts, _, _ = produce_chunks(folder, PipelineConfig.build(IngestSettings()))
     return sum(c + 2 for c in counts)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +28,7 @@ from tasks.core.ids import runtime_label
 from tasks.core.openvino_runtime import OpenVinoTransformer, conversion_folder, unsupported_reason
 from tasks.core.scheduling import ModelThread
 from tasks.core.settings import DEFAULT_MODEL
+from tasks.core.token_inputs import TokenInputs, token_inputs
 
 DEFAULT_MODEL_ALIASES = frozenset({DEFAULT_MODEL, "all-MiniLM-L6-v2"})
 DEFAULT_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -88,6 +89,8 @@ class LoadedModel:
     location: str
     #: Where every call runs: one at a time (torch already uses every core; see ``scheduling``).
     thread: ModelThread
+    #: How the model's inputs are made from token ids (``None``: the model tokenises the text).
+    token_inputs: TokenInputs | None = None
 
 
 RUNTIMES = ("fp32", "bf16", "fp32-openvino", "bf16-openvino")
@@ -127,35 +130,48 @@ class Embedder:
     def tokenizer(self) -> Tokenizer:
         return self.loaded.tokenizer
 
-    def embed(self, texts: list[str], token_counts: list[int], *, batch_size: int) -> np.ndarray:
+    def embed(self, texts: list[str], token_counts: list[int], *, batch_size: int,
+              token_ids: Sequence[np.ndarray] | None = None) -> np.ndarray:
         """Normalised float32 vectors for ``texts``, in input order.
 
         Batches are planned by token count (``plan_batches``): sentence-transformers orders a
         call's inputs by character length, which tracks tokens poorly and fills batches with
         padding. One call at a time: torch already uses every core, and concurrent calls only
         contend. Callers should pass many files' chunks at once: the more texts, the less padding.
+        With ``token_ids`` (each text's, without special tokens: ``Chunk.token_ids``) the model
+        does not tokenise the texts again, where it can take ids (``LoadedModel.token_inputs``).
         """
-        return self.embed_timed(texts, token_counts, batch_size=batch_size)[0]
+        return self.embed_timed(texts, token_counts, batch_size=batch_size, token_ids=token_ids)[0]
 
     def embed_query(self, text: str) -> np.ndarray:
         """The normalised vector of one search query."""
         return self.embed([text], [len(text)], batch_size=1)[0]
 
-    def embed_timed(self, texts: list[str], token_counts: list[int], *,
-                    batch_size: int) -> tuple[np.ndarray, float]:
+    def embed_timed(self, texts: list[str], token_counts: list[int], *, batch_size: int,
+                    token_ids: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, float]:
         """``embed``, and the seconds the model worked on it (not counting the wait for
         another call to finish)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32), 0.0
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
-        encode = self._batch_encoder()
+        inputs = self.loaded.token_inputs
+        if token_ids is None or inputs is None or any(ids is None for ids in token_ids):
+            encode_texts = self._batch_encoder()
+
+            def encode(batch: list[int]) -> np.ndarray:
+                return encode_texts([texts[i] for i in batch])
+        else:
+            encode_features = self._features_encoder()
+
+            def encode(batch: list[int]) -> np.ndarray:
+                return encode_features(inputs.features([token_ids[i] for i in batch]))
 
         def work() -> float:
             with _autocast(self.precision if self.backend == "torch" else "fp32"):
                 started = time.perf_counter()
                 for batch in plan_batches(token_counts, max_batch=batch_size):
                     with heavy_step():
-                        vectors[batch] = encode([texts[i] for i in batch])
+                        vectors[batch] = encode(batch)
                 return time.perf_counter() - started
 
         seconds = self.loaded.thread.run(work)
@@ -171,6 +187,18 @@ class Embedder:
         def encode(texts: list[str]) -> np.ndarray:
             return self.model.encode(texts, batch_size=len(texts), convert_to_tensor=True,
                                      normalize_embeddings=False, show_progress_bar=False).float().numpy()
+        return encode
+
+    def _features_encoder(self) -> Callable[[dict], np.ndarray]:
+        """One batch of input features (``TokenInputs.features``) → un-normalised float32
+        vectors, on this embedder's runtime: what ``_batch_encoder`` does after tokenising."""
+        if self.compiled is not None:
+            return self.compiled.encode_features
+        import torch
+
+        def encode(features: dict) -> np.ndarray:
+            with torch.inference_mode():
+                return self.model(features)["sentence_embedding"].float().numpy()
         return encode
 
 
@@ -241,4 +269,4 @@ def load_model(name: str, thread: ModelThread) -> LoadedModel:
     specials = len(tokenizer.encode("", add_special_tokens=True).ids)
     return LoadedModel(model=model, dimension=int(model.get_embedding_dimension()),
                        max_tokens=int(model.max_seq_length) - specials, tokenizer=tokenizer,
-                       location=location, thread=thread)
+                       location=location, thread=thread, token_inputs=token_inputs(model, tokenizer))

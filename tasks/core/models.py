@@ -8,9 +8,10 @@ processing (``Page``, ``Document``, ``Chunk``) are frozen dataclasses.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -162,6 +163,9 @@ class Chunk:
     token_count: int
     #: Some of the chunk's text was recognised by OCR.
     ocr: bool = False
+    #: The model tokenizer's ids of ``text`` (no special tokens; ``token_count`` of them), as the
+    #: chunker counted them: the model reads these instead of tokenising the text again.
+    token_ids: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 class FileOutcome(BaseModel):

@@ -114,9 +114,12 @@ class OpenVinoTransformer:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Sentence embeddings of ``texts`` (one batch), as the model's own modules make them."""
+        return self.encode_features(self.model.preprocess(texts))
+
+    def encode_features(self, features: dict) -> np.ndarray:
+        """Sentence embeddings of one batch of the model's input features (token tensors)."""
         import torch
 
-        features = self.model.preprocess(texts)
         hidden = self.compiled({n: features[n].numpy() for n in self.input_names})[0]
         features[self.transformer.module_output_name] = torch.from_numpy(np.asarray(hidden, dtype=np.float32))
         with torch.inference_mode():

@@ -22,6 +22,7 @@ from typing import Any
 
 from tasks.core.chunking import Chunker
 from tasks.core.embedding import Embedder, LoadedModel, load_model, make_embedder, resolve_model
+from tasks.core.heap import release_freed_memory
 from tasks.core.ids import vectors_label
 from tasks.core.isolation import ParsePool, isolation_available
 from tasks.core.models import Document
@@ -121,10 +122,24 @@ class Resources:
             if choice is None:
                 loaded = self.model(name)
                 context = "" if vectors is None else f", a collection of {vectors} vectors"
+                before = set(self._embedders)
                 choice = self._runtimes[key] = choose_runtime(
                     name, loaded.model, precision, lambda r: self.embedder(name, r),
                     vectors=vectors, context=context)
+                self._drop_trials(name, set(self._embedders) - before, keep=choice.runtime)
             return choice
+
+    def _drop_trials(self, name: str, tried: set[tuple[str, str]], *, keep: str) -> None:
+        """Let go of the runtimes a choice built and did not pick. An OpenVINO runtime holds its
+        compiled model and the buffers of its largest batch yet: on a CPU with AMX, the fp32
+        runtime that lost to bf16 held ~170 MB after the probe, for the rest of the process —
+        the default's peak on the bench's real documents 1.23 GB, over the 1.2 GB it is held to
+        (December 5). fp32 on torch is the loaded model itself and stays."""
+        dropped = [self._embedders.pop(k) for k in tried if k[0] == name and k[1] not in (keep, "fp32")]
+        if dropped:
+            del dropped
+            gc.collect()
+            release_freed_memory()
 
     def runtime_for(self, name: str, precision: str) -> str:
         """The runtime of ``runtime_choice``."""

@@ -159,6 +159,31 @@ def test_openvino_declines_models_it_cannot_run():
     assert reason is not None and ("NotATransformer" in reason or "not installed" in reason)
 
 
+@pytest.mark.parametrize("runtime", ["fp32", "fp32-openvino"])
+def test_the_chunkers_token_ids_give_the_vectors_of_the_text(embedder, runtime):
+    """The model reads the chunker's ids instead of tokenising each chunk again: bit for bit
+    the same vectors, on torch and on OpenVINO."""
+    if runtime.endswith("-openvino"):
+        pytest.importorskip("openvino")
+    model = resources().embedder(DEFAULT_MODEL, runtime)
+    assert model.loaded.token_inputs is not None
+    chunks, _ = _sample_chunks(embedder)
+    texts, counts = [c.text for c in chunks], [c.token_count for c in chunks]
+    from_text = model.embed(texts, counts, batch_size=16)
+    from_ids = model.embed(texts, counts, batch_size=16, token_ids=[c.token_ids for c in chunks])
+    assert np.array_equal(from_text, from_ids)
+    # A list with a chunk made without ids (none of a caller's own texts): all go as text.
+    mixed = [c.token_ids for c in chunks[:-1]] + [None]
+    assert np.array_equal(from_text, model.embed(texts, counts, batch_size=16, token_ids=mixed))
+
+
+def test_a_model_whose_inputs_ids_cannot_reproduce_tokenises_its_texts(embedder, monkeypatch):
+    from tasks.core.token_inputs import token_inputs
+
+    monkeypatch.setattr(embedder.model.tokenizer, "padding_side", "left")
+    assert token_inputs(embedder.model, embedder.tokenizer) is None
+
+
 def test_chunks_embedded_with_other_files_match_embedded_alone(embedder):
     """Group embedding plans batches across files: the padding differs, the vectors must not."""
     chunks, names = _sample_chunks(embedder)

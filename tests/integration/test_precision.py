@@ -54,6 +54,9 @@ def test_auto_chooses_a_measured_runtime_whose_vectors_pass_the_gate(monkeypatch
     choice = fresh.runtime_choice(DEFAULT_MODEL, "auto")
     assert choice.runtime in {"fp32", "bf16", "fp32-openvino", "bf16-openvino"}
     assert choice.why.startswith("INGEST_EMBED_PRECISION=auto: ")
+    # The runtimes the probe built and did not pick are let go (an OpenVINO one holds its
+    # compiled model and buffers): only the choice and fp32, the loaded model, stay.
+    assert {runtime for _, runtime in fresh._embedders} <= {choice.runtime, "fp32"}
     if choice.runtime != "fp32":  # the probe's vectors, measured again: they pass the gate
         texts = precision.probe_texts()
         counts = [len(owner.model(DEFAULT_MODEL).tokenizer.encode(t).ids) for t in texts]

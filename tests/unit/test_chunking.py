@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -106,6 +107,7 @@ def test_unbreakable_text_is_cut_within_the_model_limit(tokenizer):
     assert chunks
     for chunk in chunks:
         assert chunker.count_tokens(chunk.text) <= MAX_TOKENS
+        assert list(chunk.token_ids) == tokenizer.encode(chunk.text, add_special_tokens=False).ids
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -116,6 +118,9 @@ def test_no_chunk_ever_exceeds_the_model_limit(tokenizer, text, size, overlap):
         ids = tokenizer.encode(chunk.text, add_special_tokens=True).ids
         assert len(ids) <= MAX_TOKENS + 2
         assert text[chunk.char_start:chunk.char_end] == chunk.text
+        # The ids the model reads (instead of the text): the text's own, all counted.
+        assert list(chunk.token_ids) == tokenizer.encode(chunk.text, add_special_tokens=False).ids
+        assert len(chunk.token_ids) == chunk.token_count
 
 
 def test_config_is_checked_against_the_model(tokenizer):
@@ -173,3 +178,15 @@ def test_tokenizing_a_long_document_lets_other_threads_run(chunker):
     # with the single-text ``encode``); released, the ticker runs throughout, every millisecond
     # or as often as a busy machine lets it.
     assert len([t for t in ticks if began < t < ended]) >= 5
+
+
+def test_token_ids_become_the_models_inputs():
+    from tasks.core.token_inputs import TokenInputs
+
+    inputs = TokenInputs(prefix=(101,), suffix=(102,), pad_id=0,
+                         names=("input_ids", "token_type_ids", "attention_mask"), extras={"modality": "text"})
+    features = inputs.features([np.array([7, 8, 9], dtype=np.int32), np.array([5], dtype=np.int32)])
+    assert features["input_ids"].tolist() == [[101, 7, 8, 9, 102], [101, 5, 102, 0, 0]]
+    assert features["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    assert features["token_type_ids"].tolist() == [[0] * 5] * 2
+    assert features["modality"] == "text" and str(features["input_ids"].dtype) == "torch.int64"

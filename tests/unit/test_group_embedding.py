@@ -23,9 +23,11 @@ class RecordingEmbedder:
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
+        self.ids: list[list] = []
 
-    def embed_timed(self, texts, token_counts, *, batch_size):
+    def embed_timed(self, texts, token_counts, *, batch_size, token_ids=None):
         self.calls.append(list(texts))
+        self.ids.append(list(token_ids))
         if any("poison" in t for t in texts):
             raise RuntimeError("the model cannot take this")
         return np.array([[len(t), t.count(" "), hash(t) % 97, 1.0] for t in texts], dtype=np.float32), 0.01
@@ -53,6 +55,9 @@ def test_one_call_for_the_group_and_vectors_reach_their_files(tmp_path, tokenize
     embedder = RecordingEmbedder()
     group = embed(chunked_group(tmp_path, tokenizer), embedder, batch_size=16)
     assert len(embedder.calls) == 1
+    # The chunker's token ids travel with the texts (the model does not tokenise them again).
+    assert [list(ids) for ids in embedder.ids[0]] == [
+        tokenizer.encode(t, add_special_tokens=False).ids for t in embedder.calls[0]]
     assert [s.outcome.reason for s in group.settled] == [Reason.EMPTY]
     assert sorted(f.chunked.file.name for f in group.files) == ["a.txt", "b.txt", "c.txt"]
     assert set(group.seconds) == {"read", "chunk", "embed"}

@@ -58,11 +58,12 @@ def _embed_together(items: list[ChunkedFile], embedder: Embedder, batch_size: in
     """(item, its vectors or the error that stopped them, its share of the model's seconds)."""
     if not items:
         return
-    counts = [c.token_count for item in items for c in item.chunks]
+    chunks = [c for item in items for c in item.chunks]
     started = time.perf_counter()
     try:
-        vectors, seconds = embedder.embed_timed([c.text for item in items for c in item.chunks],
-                                                counts, batch_size=batch_size)
+        vectors, seconds = embedder.embed_timed(
+            [c.text for c in chunks], [c.token_count for c in chunks], batch_size=batch_size,
+            token_ids=[c.token_ids for c in chunks])
     except Exception as exc:
         if len(items) == 1:
             yield items[0], exc, time.perf_counter() - started
@@ -71,7 +72,7 @@ def _embed_together(items: list[ChunkedFile], embedder: Embedder, batch_size: in
         for item in items:
             yield from _embed_together([item], embedder, batch_size)
         return
-    total, offset = max(1, len(counts)), 0
+    total, offset = max(1, len(chunks)), 0
     for item in items:
         yield item, vectors[offset:offset + len(item.chunks)], seconds * len(item.chunks) / total
         offset += len(item.chunks)
