@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core.errors import ModelError
+from tasks.core.token_inputs import TOKEN_INPUTS
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ _HINTS = {"bf16": "bf16", "fp32": "f32"}
 #: twice each: anonymous memory +106 and +122 MB by default, +72 and +73 MB at 100 entries,
 #: no slower (391 against 407 s on the quiet pair).
 RUNTIME_CACHE_ENTRIES = 100
-TOKEN_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
 
 
 def openvino_installed() -> bool:

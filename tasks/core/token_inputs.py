@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tokenizers import Tokenizer
 
-ID_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
+#: The token tensors a text transformer takes (by their Hugging Face names).
+TOKEN_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
 
 # Of different lengths (the batch pads), with punctuation, accents and a word the vocabulary
 # splits: what the chunks hold.
@@ -32,7 +33,7 @@ class TokenInputs:
     prefix: tuple[int, ...]
     suffix: tuple[int, ...]
     pad_id: int
-    #: The tensors the model's ``preprocess`` returns, by name (a subset of ``ID_INPUTS``).
+    #: The tensors the model's ``preprocess`` returns, by name (a subset of ``TOKEN_INPUTS``).
     names: tuple[str, ...]
     #: What else ``preprocess`` returns, passed on as is (sentence-transformers 6: the modality).
     extras: dict = field(default_factory=dict)
@@ -67,7 +68,7 @@ def token_inputs(model, tokenizer: Tokenizer) -> TokenInputs | None:
     except Exception:  # noqa: BLE001 (a model that cannot say: it tokenises its texts)
         return None
     names = tuple(name for name, value in expected.items() if isinstance(value, torch.Tensor))
-    if pad_id is None or "input_ids" not in names or not set(names) <= ID_INPUTS:
+    if pad_id is None or "input_ids" not in names or not set(names) <= TOKEN_INPUTS:
         return None
     with_specials = tokenizer.encode(PROBES[0], add_special_tokens=True).ids
     bare = tokenizer.encode(PROBES[0], add_special_tokens=False).ids
