@@ -10,9 +10,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    # Not at run time: the PDF parse workers import these records, and numpy (with OpenBLAS)
+    # would take ~100 MB of a worker's capped address space before it parses anything.
+    import numpy as np
 
 
 class Status(str, enum.Enum):

@@ -60,6 +60,15 @@ def test_a_parse_past_the_time_limit_is_abandoned(store_path, batch):
     assert _statuses(outcomes) == {"a-lakes.pdf": ("updated", "ok")}
 
 
+def test_a_parse_workers_imports_leave_numpy_out():
+    """A worker's address space is capped (``INGEST_PARSE_MEMORY_MB``) from what it imported:
+    numpy with OpenBLAS alone maps ~125 MB, and once a record module imported it, a worker
+    under a small cap could not even load the ``mmap`` module to start a parse."""
+    code = "import sys, pypdf, tasks.core.isolation, tasks.core.readers; print('numpy' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+
+
 def test_a_parse_past_the_memory_limit_is_abandoned(store_path, batch):
     # A CPU limit the flood cannot reach: the memory limit decides.
     config = make_config(store_path).model_copy(update={"parse_memory_mb": 128, "parse_timeout_s": 600.0})
