@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     # Not at run time: the PDF parse workers import these records, and numpy (with OpenBLAS)
-    # would take ~100 MB of a worker's capped address space before it parses anything.
+    # would take ~125 MB of a worker's capped address space before it parses anything.
     import numpy as np
 
 
