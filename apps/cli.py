@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tasks.core.heap import limit_malloc_arenas
+from tasks.core.heap import advise_huge_pages_to_torch, bound_onednn_kernel_cache, limit_malloc_arenas
 from tasks.core.sparse import SEARCH_MODES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -382,7 +382,11 @@ def watch(
 
 
 def main() -> None:
-    limit_malloc_arenas()  # before any thread of this process starts
+    # Before any thread of this process starts (setting the environment while other threads
+    # may read it is not safe; the model's loader sets these too, for a flow run elsewhere).
+    limit_malloc_arenas()
+    advise_huge_pages_to_torch()
+    bound_onednn_kernel_cache()
     app()
 
 

@@ -23,7 +23,7 @@ from tokenizers import Tokenizer
 
 from tasks.core.batching import plan_batches
 from tasks.core.errors import ModelError
-from tasks.core.heap import advise_huge_pages_to_torch, heavy_step
+from tasks.core.heap import advise_huge_pages_to_torch, bound_onednn_kernel_cache, heavy_step
 from tasks.core.ids import runtime_label
 from tasks.core.openvino_runtime import OpenVinoTransformer, conversion_folder, unsupported_reason
 from tasks.core.scheduling import ModelThread
@@ -251,6 +251,7 @@ def load_model(name: str, thread: ModelThread) -> LoadedModel:
     """Load ``name``, to run on ``thread`` (callers hold it: ``resources.Resources.model``)."""
     location = resolve_model(name)
     advise_huge_pages_to_torch()  # read when torch loads, just below (if it is not loaded yet)
+    bound_onednn_kernel_cache()  # read when a runtime first runs the model, after this
     try:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging

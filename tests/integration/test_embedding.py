@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 
@@ -10,11 +11,13 @@ import pytest
 
 from tasks.core import embedding, precision
 from tasks.core.errors import ModelError
-from tasks.core.heap import heavy_step
+from tasks.core.heap import ONEDNN_CACHE, ONEDNN_CACHE_ENTRIES, heavy_step
 from tasks.core.resources import Resources, resources
 from tasks.core.settings import DEFAULT_MODEL
 
 pytestmark = pytest.mark.integration
+
+STARTING_ENV = dict(os.environ)  # as the test session found it, before any model loaded
 
 
 def test_default_model_resolves_offline_and_verified(embedder):
@@ -26,6 +29,9 @@ def test_default_model_resolves_offline_and_verified(embedder):
     assert embedder.dimension == 384 and embedder.max_tokens == 254
     # Loaded: the long-lived heap (the model and its import stack) is out of the GC's passes.
     assert gc.get_freeze_count() > 100_000
+    # ...and oneDNN, which reads it when a runtime first runs the model, keeps a bounded cache
+    # of shape-specific kernels (the environment's own setting, if it has one, is kept).
+    assert int(os.environ[ONEDNN_CACHE]) <= ONEDNN_CACHE_ENTRIES or ONEDNN_CACHE in STARTING_ENV
 
 
 def test_tampered_weights_are_refused(tmp_path, monkeypatch):

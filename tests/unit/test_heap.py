@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 
 from tasks.core import heap
-from tasks.core.heap import TORCH_THP, advise_huge_pages_to_torch, heavy_step, thp_mode
+from tasks.core.heap import (
+    ONEDNN_CACHE,
+    ONEDNN_CACHE_ENTRIES,
+    TORCH_THP,
+    advise_huge_pages_to_torch,
+    bound_onednn_kernel_cache,
+    heavy_step,
+    thp_mode,
+)
 
 
 def kernel(tmp_path, text: str | None):
@@ -57,3 +65,16 @@ def test_a_heavy_step_is_held_until_it_ends_even_by_an_error():
     assert not heap._HEAVY_STEP.locked()
     with heavy_step():  # the next step is not blocked by the one that failed
         pass
+
+
+def test_onednn_keeps_a_bounded_number_of_kernels():
+    environ: dict[str, str] = {}
+    assert bound_onednn_kernel_cache(environ)
+    assert environ == {ONEDNN_CACHE: str(ONEDNN_CACHE_ENTRIES)}
+
+
+@pytest.mark.parametrize("setting", ["0", "1024"])
+def test_the_environments_kernel_cache_setting_is_kept(setting):
+    environ = {ONEDNN_CACHE: setting}
+    assert not bound_onednn_kernel_cache(environ)
+    assert environ == {ONEDNN_CACHE: setting}
