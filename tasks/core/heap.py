@@ -146,8 +146,8 @@ def bound_onednn_kernel_cache(environ: MutableMapping[str, str] = os.environ,
     ``bf16-openvino`` runtime (the default there) kept ~80 MB more of the heap in use after
     embedding 3,018 real chunks in random groups twice (anonymous memory +186-191 MB; at 256
     entries +49-55, at 16-128 +25-34; fp32 runtimes +25 either way). ``ingest run`` of the peers
-    bench's bulk batch copied 10 times peaked at 1,235 MB against 1,347 MB (the batch once:
-    1,059 against 1,065 MB; December 5, AMX Xeon). The cost is kernels made again: that
+    bench's bulk batch copied 10 times peaked at 1,235-1,245 MB against 1,347 MB (the batch
+    once: 1,051-1,059 against 1,065 MB; December 5, AMX Xeon). The cost is kernels made again: that
     runtime's embedding ~3-4% slower (median 50.2 against 48.1 s for 9,054 chunks; 16-128
     entries the same), fp32-openvino unchanged (91.7-92.4 against 91.3-93.3 s). OpenVINO's
     own cache of shape-specific executors is bounded separately
