@@ -55,12 +55,11 @@ def quantize(owner, model_name: str, texts: list[str], keep_ffn_out: list[int]):
 def swap_in(embedder, xml: str):
     """``embedder`` (bf16-openvino) with its compiled transformer replaced by the model at ``xml``."""
     import openvino as ov
-    import torch
 
     core = ov.Core()
     embedder.compiled.compiled = core.compile_model(core.read_model(xml), "CPU", {
         "INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+        "INFERENCE_NUM_THREADS": embedder.loaded.threads})
     return embedder
 
 

@@ -91,6 +91,8 @@ class LoadedModel:
     thread: ModelThread
     #: How the model's inputs are made from token ids (``None``: the model tokenises the text).
     token_inputs: TokenInputs | None = None
+    #: The threads torch had when the model loaded: what every runtime may use at most.
+    threads: int = 1
 
 
 RUNTIMES = ("fp32", "bf16", "fp32-openvino", "bf16-openvino")
@@ -170,6 +172,8 @@ class Embedder:
             with _autocast(self.precision if self.backend == "torch" else "fp32"):
                 started = time.perf_counter()
                 for batch in plan_batches(token_counts, max_batch=batch_size):
+                    if self.backend == "torch":  # OpenVINO's threads are fixed when it compiles
+                        _use_torch_threads(self.loaded.thread.threads(self.loaded.threads))
                     with heavy_step():
                         vectors[batch] = encode(batch)
                 return time.perf_counter() - started
@@ -216,13 +220,20 @@ def make_embedder(name: str, loaded: LoadedModel, runtime: str, *,
         reason = unsupported_reason(loaded.model)
         if reason is not None:
             raise ModelError(f"{precision} on OpenVINO is not available for {name}: {reason}")
-        import torch
-
         cache = conversion_folder(cache_dir, loaded.location) if cache_dir is not None else None
         return Embedder(name=name, loaded=loaded, precision=precision, backend="openvino",
                         compiled=OpenVinoTransformer(
-                            loaded.model, precision, threads=torch.get_num_threads(), cache=cache))
+                            loaded.model, precision, threads=loaded.threads, cache=cache))
     raise ModelError(f"unknown embedding runtime {runtime!r} (expected one of {', '.join(RUNTIMES)})")
+
+
+def _use_torch_threads(count: int) -> None:
+    """Run torch's next operators on ``count`` threads (called on the model thread: OpenMP
+    keeps the count per calling thread)."""
+    import torch
+
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
 
 
 @lru_cache(maxsize=1)
@@ -268,6 +279,9 @@ def load_model(name: str, thread: ModelThread) -> LoadedModel:
     tokenizer.no_truncation()
     tokenizer.no_padding()
     specials = len(tokenizer.encode("", add_special_tokens=True).ids)
+    import torch
+
     return LoadedModel(model=model, dimension=int(model.get_embedding_dimension()),
                        max_tokens=int(model.max_seq_length) - specials, tokenizer=tokenizer,
-                       location=location, thread=thread, token_inputs=token_inputs(model, tokenizer))
+                       location=location, thread=thread, token_inputs=token_inputs(model, tokenizer),
+                       threads=torch.get_num_threads())

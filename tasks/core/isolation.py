@@ -154,6 +154,7 @@ class ParsePool:
         self.restarts = 0
         self._lock = threading.Lock()
         self._closed = False
+        self._in_flight = 0
         self._pool = self._new_pool()
 
     def _new_pool(self):
@@ -167,6 +168,11 @@ class ParsePool:
                            context=multiprocessing.get_context("forkserver"))
 
     @property
+    def busy(self) -> int:
+        """How many workers are parsing now (files waiting for one not counted)."""
+        return min(self._in_flight, self.workers)
+
+    @property
     def healthy(self) -> bool:
         """Whether the current pool takes work (false once it broke, until the next parse
         replaces it)."""
@@ -175,12 +181,21 @@ class ParsePool:
     def read_pdf(self, data: bytes, *, max_pages: int, max_chars: int | None = None,
                  ocr: OcrConfig | None = None) -> Document:
         """Parse in a worker; limits and crashes become ``FileRejected``."""
-        from pebble import ProcessExpired
-
         # OCR pages have CPU budgets of their own: the backstop allows for all of them.
         ocr_s = 0.0 if ocr is None or ocr.mode == "off" else ocr.page_timeout_s * ocr.max_pages
         wall_s = (self.timeout_s + ocr_s) * WALL_FACTOR + WALL_SLACK_S
         args = (data, max_pages, max_chars, self.memory_mb, self.timeout_s, ocr)
+        with self._lock:
+            self._in_flight += 1
+        try:
+            return self._schedule(args, wall_s)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _schedule(self, args: tuple, wall_s: float) -> Document:
+        from pebble import ProcessExpired
+
         broken: BaseException | None = None
         for _ in range(2):
             pool = self._pool

@@ -41,7 +41,8 @@ class Resources:
     """A process's models, embedders, stores and parse pool; thread-safe."""
 
     def __init__(self) -> None:
-        self._model_thread = ModelThread()
+        # The model gives up a core to each parse worker at work (``scheduling``).
+        self._model_thread = ModelThread(busy_elsewhere=self._parsers_busy)
         self._lock = threading.RLock()
         self._models: dict[str, LoadedModel] = {}
         self._embedders: dict[tuple[str, str], Embedder] = {}
@@ -209,6 +210,12 @@ class Resources:
                                              timeout_s=config.parse_timeout_s,
                                              memory_mb=config.parse_memory_mb))
             return self._pool[1].read_pdf
+
+    def _parsers_busy(self) -> int:
+        # Called on the model thread between batches: no lock (a caller may hold it while it
+        # waits for the model thread), one read of the current pool.
+        pool = self._pool
+        return pool[1].busy if pool is not None else 0
 
     # -- retries --------------------------------------------------------------------------
     @contextlib.contextmanager

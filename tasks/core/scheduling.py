@@ -11,6 +11,14 @@ starved and so did the model waiting on them (one batch past 12 minutes, the pro
 of a core, against 273 s at normal priority), and the parse workers, niced twice over (a
 relative ``nice`` on top of the niced thread that started them), took 307 s for a one-page OCR
 against 7 s. A busy machine is the normal case, so nobody is niced.
+
+Instead the model gives up a core while this process's other heavy work holds it
+(``ModelThread.threads``): torch's threads meet at a barrier after every operator, and with a
+PDF parse worker on one of two cores they wait there for each other's turn on the other one.
+Measured on the bench's 11 real documents (fp32, December 5, AMX Xeon): the first group's 130
+chunks, embedded while the Debian Reference was parsed, took 8.6-8.7 s on two threads and
+5.2-5.8 s on one; whole runs 0.94-0.98x the wall time of two threads throughout (3 interleaved
+pairs). OpenVINO's threads are fixed when it compiles: only torch's are adjusted.
 """
 
 from __future__ import annotations
@@ -23,15 +31,26 @@ T = TypeVar("T")
 
 
 class ModelThread:
-    """One thread that runs every model call, in order."""
+    """One thread that runs every model call, in order.
 
-    def __init__(self) -> None:
+    ``busy_elsewhere`` says how many cores this process's other heavy work (PDF parse workers
+    at work) holds right now; it is called from the model thread between batches, so it must
+    not block.
+    """
+
+    def __init__(self, busy_elsewhere: Callable[[], int] | None = None) -> None:
+        self._busy_elsewhere = busy_elsewhere or (lambda: 0)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._executor.submit(lambda: None).result()  # start it now
 
     def run(self, call: Callable[[], T]) -> T:
         """Run ``call`` on the model thread and return its result (calls queue up)."""
         return self._executor.submit(call).result()
+
+    def threads(self, most: int) -> int:
+        """How many threads the model's next batch should use: ``most`` (what the runtime
+        was given), less one for each core busy elsewhere in this process, at least one."""
+        return max(1, most - self._busy_elsewhere())
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -146,6 +146,70 @@ def test_parse_workers_run_at_the_priority_of_the_thread_that_started_them():
         pool.close()
 
 
+def test_busy_counts_the_workers_at_work_not_the_files_waiting():
+    from tasks.core.isolation import ParsePool
+
+    pool = ParsePool(workers=2, timeout_s=600.0, memory_mb=1024)
+    flood = operator_flood_pdf(50_000)  # ~1.5 s of pypdf each
+    parsed: list = []
+    try:
+        assert pool.busy == 0
+        threads = [threading.Thread(target=lambda: parsed.append(pool.read_pdf(flood, max_pages=10)))
+                   for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        # Three files in flight on two workers: two busy until only one file is left.
+        wait_until(lambda: pool.busy == 2, timeout=300, interval=0.01, what="two busy workers")
+        for thread in threads:
+            thread.join(600)
+        assert len(parsed) == 3 and pool.busy == 0
+    finally:
+        pool.close()
+
+
+def test_the_model_gives_up_a_core_while_a_pdf_is_parsed(store_path, embedder):
+    # torch's threads meet at a barrier after every operator: beside a parse worker on one of
+    # two cores they waited there for each other's turn (``scheduling``), so each model batch
+    # runs on one thread fewer while a worker of this process parses.
+    import numpy as np
+    import torch
+
+    from tasks.core.errors import FileRejected
+    from tasks.core.resources import resources
+
+    most, thread = embedder.loaded.threads, embedder.loaded.thread
+    if most < 2:
+        pytest.skip("torch has one thread here: there is no core to give up")
+    texts = ["rock flour scatters blue light", "heat pumps in winter", "glacial lakes"]
+    counts = [len(embedder.tokenizer.encode(t, add_special_tokens=False).ids) for t in texts]
+    alone = embedder.embed(texts, counts, batch_size=2)
+    assert thread.run(torch.get_num_threads) == most
+
+    parse = resources().parse_pdf(make_config(store_path))
+    done = threading.Event()
+
+    def parse_flood():
+        try:
+            parse(operator_flood_pdf(200_000), max_pages=10)  # ~6 s of pypdf
+        except FileRejected:
+            pass
+        finally:
+            done.set()
+
+    threading.Thread(target=parse_flood, daemon=True).start()
+    wait_until(lambda: thread.threads(most) == most - 1 or done.is_set(), timeout=300,
+               interval=0.01, what="the parse to start")
+    beside = embedder.embed(texts, counts, batch_size=2)
+    used = thread.run(torch.get_num_threads)
+    # Busy before the embedding and after it: the one parse was in progress throughout.
+    assert thread.threads(most) == most - 1, "the parse ended before three short texts were embedded"
+    assert used == most - 1
+    assert done.wait(600)
+    after = embedder.embed(texts, counts, batch_size=2)
+    assert thread.run(torch.get_num_threads) == most  # the core is taken back at the next batch
+    assert np.allclose(beside, alone, atol=1e-5) and np.allclose(after, alone, atol=1e-5)
+
+
 def test_pdfs_parse_under_a_temporary_folder_too_long_for_a_socket(tmp_path):
     # Python < 3.14 binds the forkserver's socket inside TMPDIR: past 75 bytes no worker could
     # start and every PDF failed (a test's TMPDIR under pytest-xdist is ~77). A fresh process:
