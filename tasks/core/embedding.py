@@ -229,7 +229,9 @@ def make_embedder(name: str, loaded: LoadedModel, runtime: str, *,
 
 def _use_torch_threads(count: int) -> None:
     """Run torch's next operators on ``count`` threads (called on the model thread: OpenMP
-    keeps the count per calling thread)."""
+    keeps the count per calling thread). Only when it changes — when a parse starts or ends:
+    torch clears its oneDNN kernel cache on every change (``at::set_num_threads``), which the
+    ``bf16`` runtime's kernels then compile again."""
     import torch
 
     if torch.get_num_threads() != count:
