@@ -20,6 +20,12 @@ pipeline (the real flow), and a seed-style sequential baseline, on the same corp
             pipeline computes beside the dense ones: its seconds over the pipeline's are the share
             of a run that hybrid search costs at ingest (``bm25_share_of_pipeline``).
 
+After each fp32 pipeline its model calls are replayed alone, batch by batch (``BatchLog``): where
+the flow's time over the limit goes — its batches' seconds in the flow over alone
+(``flow_batches_vs_replay``), and the share of that extra time in the slowest batches, as many as
+the flow made model calls (``extra_share_slowest_per_call``), and in each call's first batch
+(``extra_share_first_batches``).
+
 Every step runs once per round, rounds interleaved, so slow drifts of the machine hit all steps
 alike; ratios are medians of the per-round ratios (> 1 means faster) with their spread. The last
 line is JSON. Peak RSS is the process's peak after each step; ``rss_ratio_10x`` compares the flow
@@ -154,6 +160,73 @@ def run_pipeline_only(files: int) -> None:
                       "task_runs": task_runs}))
 
 
+class BatchLog:
+    """Every model batch's seconds while ``recording``, by model call in the order the model
+    thread ran them: the fp32 flow's batches, then the same calls replayed alone, compared batch
+    by batch.
+
+    It wraps three names of the embedding module for this process — ``Embedder.embed_timed``
+    (a call's inputs), ``plan_batches`` (a call starting on the model thread) and ``heavy_step``
+    (entered once per batch): a benchmark's instrument, not the product's.
+    """
+
+    def __init__(self) -> None:
+        import contextlib
+
+        from tasks.core import embedding
+
+        self.recording = False
+        self.batches: list[tuple[int, float]] = []  # (call number, seconds)
+        self.inputs: dict[int, tuple] = {}  # id(token_counts) -> the call's arguments
+        self.started: list[list[int]] = []  # each call's token counts, as the model thread ran it
+        step, plan, embed_timed = embedding.heavy_step, embedding.plan_batches, embedding.Embedder.embed_timed
+        log = self
+
+        def recorded(embedder, texts, token_counts, **kwargs):
+            if log.recording:
+                log.inputs[id(token_counts)] = (embedder, texts, token_counts, kwargs)
+            return embed_timed(embedder, texts, token_counts, **kwargs)
+
+        def planned(token_counts, **kwargs):
+            if log.recording:
+                log.started.append(token_counts)
+            return plan(token_counts, **kwargs)
+
+        @contextlib.contextmanager
+        def timed_step():
+            started = time.perf_counter()
+            with step():
+                yield
+            if log.recording:
+                log.batches.append((len(log.started), time.perf_counter() - started))
+
+        embedding.Embedder.embed_timed, embedding.plan_batches = recorded, planned
+        embedding.heavy_step = timed_step
+
+    def record(self) -> None:
+        self.recording, self.batches, self.inputs, self.started = True, [], {}, []
+
+    def compare(self) -> dict[str, float]:
+        """Replay the recorded calls alone, in the order they ran; the flow's batches against
+        theirs (empty if the two do not line up)."""
+        flow, calls = self.batches, [self.inputs.get(id(counts)) for counts in self.started]
+        self.batches, self.started = [], []
+        for embedder, texts, token_counts, kwargs in filter(None, calls):
+            embedder.embed_timed(texts, token_counts, **kwargs)
+        alone, self.recording, self.inputs = self.batches, False, {}
+        if not flow or None in calls or [f[0] for f in flow] != [a[0] for a in alone]:
+            return {}
+        extra = [(f[1] - a[1], i == 0 or flow[i - 1][0] != f[0])
+                 for i, (f, a) in enumerate(zip(flow, alone))]
+        total = sum(e for e, _ in extra) or float("nan")  # no extra time: no shares to give
+        slowest = sorted((e for e, _ in extra), reverse=True)[:len(calls)]
+        return {"flow_batches_vs_replay": sum(f[1] for f in flow) / sum(a[1] for a in alone),
+                "batch_ratio_median": statistics.median(f[1] / a[1] for f, a in zip(flow, alone)),
+                "extra_share_slowest_per_call": sum(slowest) / total,
+                "extra_share_first_batches": sum(e for e, first in extra if first) / total,
+                "batches": len(flow), "calls": len(calls)}
+
+
 def median_spread(values: list[float]) -> tuple[float, float]:
     """The median and the spread (max - min) relative to it."""
     middle = statistics.median(values)
@@ -211,6 +284,7 @@ def main() -> None:
     connection().wait_ready()
     vectors: dict[str, np.ndarray] = {}
     backlogs: list[float] = []
+    batch_log, replays = BatchLog(), []
 
     def encode_limit(model, key: str, ids: list | None = None):
         def measure(_round: int) -> tuple[float, int]:
@@ -231,6 +305,8 @@ def main() -> None:
                 if round_ == 0:  # the first run in a process pays Prefect's and the model's start-up
                     ingest_documents(sources=[str(next(corpus.rglob("*.txt")))],
                                      collection=f"warmup-{precision}")
+                if precision == "fp32":
+                    batch_log.record()
                 started = time.perf_counter()
                 summary = ingest_documents(sources=[str(corpus)], collection=f"pipeline-{precision}-{round_}")
                 seconds = time.perf_counter() - started
@@ -238,6 +314,7 @@ def main() -> None:
                 os.environ.pop("INGEST_EMBED_PRECISION")
             if precision == "fp32":
                 backlogs.append(wait_for_backlog(summary.run_id)[0])
+                replays.append(batch_log.compare())
             return seconds, summary.totals.chunks_embedded
         return measure
 
@@ -303,6 +380,16 @@ def main() -> None:
         cps = runs[name][0][1] / seconds
         print(f"{name:<52}{seconds:>8.1f}{spread:>8.0%}{cps:>10.1f}{cps * tokens / len(texts):>10.0f}"
               f"{paired(name, limit)[0]:>10.2f}{rss[name]:>13.0f}")
+    replayed = {key: statistics.median(r[key] for r in replays if r)
+                for key in ("flow_batches_vs_replay", "batch_ratio_median", "extra_share_slowest_per_call",
+                            "extra_share_first_batches")} if any(replays) else {}
+    if replayed:
+        print(f"the fp32 flow's model batches, replayed alone after it (medians of rounds): in the flow "
+              f"{replayed['flow_batches_vs_replay']:.3f}x their time alone, per batch median "
+              f"{replayed['batch_ratio_median']:.3f}x; of the extra time, "
+              f"{replayed['extra_share_slowest_per_call']:.0%} in the slowest batches, one per model call "
+              f"({next(r for r in replays if r)['calls']} calls), "
+              f"{replayed['extra_share_first_batches']:.0%} in each call's first batch")
     cosines = (vectors["fp32"] * vectors[fast_key]).sum(axis=1) if fast else None
     backlog_s = statistics.median(backlogs)
     print(f"Prefect backlog after the flow returned: {backlog_s:.2f} s (median; max {max(backlogs):.2f} s)")
@@ -341,6 +428,7 @@ def main() -> None:
         "fast_cosine_min": round(float(cosines.min()), 6) if fast else None,
         "rss_ratio_10x": (round(children[1]["peak_rss_mb"] / children[0]["peak_rss_mb"], 3)
                           if children else None),
+        **{key: round(value, 3) for key, value in replayed.items()},
     }))
 
 
