@@ -224,7 +224,7 @@ class BatchLog:
                 "batch_ratio_median": statistics.median(f[1] / a[1] for f, a in zip(flow, alone)),
                 "extra_share_slowest_per_call": sum(slowest) / total,
                 "extra_share_first_batches": sum(e for e, first in extra if first) / total,
-                "batches": len(flow), "calls": len(calls)}
+                "calls": len(calls)}
 
 
 def median_spread(values: list[float]) -> tuple[float, float]:
