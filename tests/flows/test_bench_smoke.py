@@ -17,7 +17,9 @@ pytestmark = [pytest.mark.flow, pytest.mark.once]
      {"pipeline_vs_raw", "pipeline_vs_ids_limit", "vs_seed", "backlog_s", "plain_vs_limit", "fast_vs_fp32_pipeline", "rss_ratio_10x",
       "backlog_s_at_rss_files", "fast_cosine_min", "bm25_share_of_pipeline",
       # the fp32 flow's model batches replayed alone, batch by batch
-      "flow_batches_vs_replay", "extra_share_slowest_per_call", "extra_share_first_batches"}),
+      "flow_batches_vs_replay", "extra_share_slowest_per_call", "extra_share_first_batches",
+      # the flow with its model calls answered at once: the rest's CPU, and the ceiling it sets
+      "non_model_cpu_s", "pipeline_ceiling_vs_raw"}),
     (["bench.store", "--points", "300"], {"edge_open_s", "local_open_s", "edge_search_median_ms"}),
     # one round of cold `ingest search` processes (through bench.peers' timed child) and GET /search
     (["bench.search", "--chunks", "300", "--rounds", "1", "--cold", "1"],
