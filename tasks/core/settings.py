@@ -147,7 +147,7 @@ class IngestSettings(BaseSettings):
     ocr_page_timeout: float = Field(60.0, gt=0, description="Seconds of CPU OCR may spend on one "
                                                             "page before giving up on it")
     workers: int = Field(3, ge=1, le=64, description="Threads running file groups")
-    files_per_task: int = Field(24, ge=1, le=1000, description="Files per Prefect task run (embedded together)")
+    files_per_task: int = Field(48, ge=1, le=1000, description="Files per Prefect task run (embedded together)")
     group_mb: float = Field(16.0, gt=0, description="Listed megabytes of files per task run at "
                                                     "most (a larger file goes alone): what a "
                                                     "group holds in memory grows with it")
