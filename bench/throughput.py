@@ -41,11 +41,14 @@ Prefect's backlog after a 1,000-file run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 
 def peak_rss_mb() -> float:
@@ -261,13 +264,28 @@ def process_tree_cpu_s() -> tuple[float, float]:
     return time.process_time(), sum(used[p] for p in mine) + ended.ru_utime + ended.ru_stime
 
 
+@contextlib.contextmanager
+def embed_precision(precision: str) -> Iterator[None]:
+    """``INGEST_EMBED_PRECISION`` for the flows run inside, as before afterwards (only that
+    variable: the flow's settings are read from the environment when it starts)."""
+    import os
+
+    before = os.environ.get("INGEST_EMBED_PRECISION")
+    os.environ["INGEST_EMBED_PRECISION"] = precision
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("INGEST_EMBED_PRECISION")
+        else:
+            os.environ["INGEST_EMBED_PRECISION"] = before
+
+
 def stubbed_model_flow(ingest, source: str, collection: str) -> tuple[float, int, float, float]:
     """The flow with every model call answered at once (unit vectors): what the rest of the
     pipeline costs — reading, parsing, chunking, BM25 vectors, the store, Prefect's recording.
     Returns (seconds, chunks, CPU seconds in this process, CPU seconds of its child processes).
     On a machine whose every core the model keeps busy, that CPU is time the model loses."""
-    import os
-
     import numpy as np
 
     from tasks.core import embedding
@@ -277,15 +295,11 @@ def stubbed_model_flow(ingest, source: str, collection: str) -> tuple[float, int
         vectors[:, 0] = 1.0
         return vectors, 0.0
 
-    real, embedding.Embedder.embed_timed = embedding.Embedder.embed_timed, answered
-    os.environ["INGEST_EMBED_PRECISION"] = "fp32"  # no runtime probe: nothing here is the model's
-    try:
+    # fp32: no runtime probe, since nothing here is the model's
+    with mock.patch.object(embedding.Embedder, "embed_timed", answered), embed_precision("fp32"):
         (own, children), started = process_tree_cpu_s(), time.perf_counter()
         summary = ingest(sources=[source], collection=collection)
         seconds, (own_after, children_after) = time.perf_counter() - started, process_tree_cpu_s()
-    finally:
-        embedding.Embedder.embed_timed = real
-        os.environ.pop("INGEST_EMBED_PRECISION")
     return seconds, summary.totals.chunks_embedded, own_after - own, children_after - children
 
 
@@ -362,8 +376,7 @@ def main() -> None:
 
     def pipeline(precision: str):
         def measure(round_: int) -> tuple[float, int]:
-            os.environ["INGEST_EMBED_PRECISION"] = precision
-            try:
+            with embed_precision(precision):
                 if round_ == 0:  # the first run in a process pays Prefect's and the model's start-up
                     ingest_documents(sources=[str(next(corpus.rglob("*.txt")))],
                                      collection=f"warmup-{precision}")
@@ -372,8 +385,6 @@ def main() -> None:
                 started = time.perf_counter()
                 summary = ingest_documents(sources=[str(corpus)], collection=f"pipeline-{precision}-{round_}")
                 seconds = time.perf_counter() - started
-            finally:
-                os.environ.pop("INGEST_EMBED_PRECISION")
             if precision == "fp32":
                 backlogs.append(wait_for_backlog(summary.run_id)[0])
                 replays.append(batch_log.compare())
